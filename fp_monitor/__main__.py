@@ -1,0 +1,3 @@
+from fp_monitor.cli import main
+
+raise SystemExit(main())

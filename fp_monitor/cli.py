@@ -1,0 +1,266 @@
+"""The typer app. Each command parses, calls one core function and renders; `main` is the one
+place where errors become exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from typer.exceptions import TyperException
+
+from fp_monitor import __version__
+from fp_monitor.errors import ExitCode, FpmonError
+from fp_monitor.models import FailOn
+from fp_monitor.redact import redact
+from fp_monitor.render import clean
+
+if TYPE_CHECKING:
+    from fp_monitor.config import Target
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 everything probed, nothing unexpected; 1 an unexpected change (per "
+    "--fail-on); 2 usage or configuration error, nothing probed or written; 3 a target could "
+    "not be probed; 4 the history could not be read or written; 70 internal error (--debug "
+    "shows the traceback); 130 interrupted."
+)
+
+app = typer.Typer(
+    name="fpmon",
+    help=(
+        "Monitor the backend fingerprints (system_fingerprint) of OpenAI-compatible LLM APIs.\n\n"
+        "Start with `fpmon demo` (no keys needed), then `fpmon init` and `fpmon check`.\n\n"
+        + EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $FPMON_CONFIG, ./fpmon.toml, then the user config dir).",
+        show_default=False,
+    ),
+]
+HistoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="History database (default: $FPMON_HISTORY, the config's `history`, then the user "
+        "data dir).",
+        show_default=False,
+    ),
+]
+TargetsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Target names from the config (default: every enabled target).", show_default=False
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fpmon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an internal error (any position)."),
+    ] = False,
+) -> None:
+    """Monitor the backend fingerprints of OpenAI-compatible LLM APIs."""
+
+
+@app.command()
+def check(
+    targets: TargetsArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
+    ] = False,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="Requests per target (overrides the config).", show_default=False
+        ),
+    ] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option(help="What exits 1: a new value, any change, or never.")
+    ] = FailOn.NEW,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help="Report only: exit 0 instead of 1 or 3.")
+    ] = False,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Dry run: probe and compare, record nothing.")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="Requests in flight at once, over all targets.")
+    ] = 32,
+) -> int:
+    """Probe targets, record every observation, show what changed, exit with a code for CI."""
+    from fp_monitor.check import CheckOptions, run_check
+    from fp_monitor.config import load_config
+
+    loaded = load_config(config, history=history)
+    _warn_insecure(loaded.select(targets or []))
+    options = CheckOptions(
+        samples=samples,
+        fail_on=fail_on,
+        exit_zero=exit_zero,
+        record=not no_record,
+        concurrency=concurrency,
+    )
+    result = run_check(loaded, targets or [], options)
+    if quiet and result.exit_code == ExitCode.OK:
+        return result.exit_code
+    if as_json:
+        from fp_monitor.render import check_json
+
+        print(json.dumps(check_json(result), indent=2))
+    else:
+        from fp_monitor.render import make_console, render_check
+
+        render_check(make_console(), result)
+    return result.exit_code
+
+
+def _warn_insecure(targets: Sequence[Target]) -> None:
+    from fp_monitor.probe import sends_key_in_clear
+
+    for target in targets:
+        if sends_key_in_clear(target):
+            _stderr(f"warning: target {target.name} sends its API key over plain http")
+
+
+@app.command()
+def targets(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
+) -> int:
+    """Show the resolved targets (preset + overrides) and which key variables are missing."""
+    from fp_monitor.config import load_config
+    from fp_monitor.render import make_console, targets_json, targets_table
+
+    loaded = load_config(config)
+    if as_json:
+        print(json.dumps(targets_json(loaded), indent=2))
+    else:
+        make_console().print(targets_table(loaded))
+    return ExitCode.OK
+
+
+@app.command()
+def init(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Where to write the config.")
+    ] = Path("fpmon.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> int:
+    """Write a starter fpmon.toml with a target for each provider key found in the environment."""
+    from fp_monitor.starter import write_starter_config
+
+    found = write_starter_config(config, force=force)
+    names = ", ".join(found) if found else "none (an openai target to fill in)"
+    print(f"wrote {config}; targets from provider keys in the environment: {names}")
+    print("next: `fpmon targets` to review them, then `fpmon check`")
+    return ExitCode.OK
+
+
+@app.command()
+def demo() -> int:
+    """See fpmon work with no keys and no network: a built-in fake API and a temporary history."""
+    from fp_monitor.demo import run_demo
+    from fp_monitor.render import make_console
+
+    return run_demo(make_console())
+
+
+@app.command("fake-api")
+def fake_api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Fake fleet TOML (see fp_monitor/fake_api.py).",
+            show_default=False,
+        ),
+    ] = None,
+) -> int:
+    """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
+    from fp_monitor.fake_api import FakeAPI, default_fleet, load_config, serve
+
+    fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+
+    def ready(base_url: str) -> None:
+        print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
+
+    serve(fake, ready)
+    return ExitCode.OK
+
+
+def _stderr(message: str) -> None:
+    print(redact(clean(message)), file=sys.stderr)
+
+
+def _strip_debug(args: list[str]) -> tuple[list[str], bool]:
+    """--debug may stand anywhere before a `--`; the commands never see it."""
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    return [a for i, a in enumerate(args) if not (i < end and a == "--debug")], debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run fpmon; every error becomes its documented exit code and one line on stderr."""
+    args, debug = _strip_debug(list(sys.argv[1:] if argv is None else argv))
+    try:
+        code = app(args=args, prog_name="fpmon", standalone_mode=False)
+        return int(code or 0)
+    except FpmonError as exc:
+        _stderr(f"fpmon: error: {exc}")
+        return exc.exit_code
+    except TyperException as exc:
+        # Usage errors: one line and where to read more; exit 2 like every usage error.
+        message = exc.format_message()
+        if "\n" in message.strip():  # `fpmon` alone prints the help text
+            print(message, file=sys.stderr)
+        else:
+            _stderr(f"fpmon: error: {message} (see `fpmon {' '.join(args[:1])} --help`)")
+        return ExitCode.USAGE
+    except (KeyboardInterrupt, typer.Abort):
+        _stderr("fpmon: interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`fpmon history | head`): not an error worth a traceback.
+        sys.stderr.close()
+        return ExitCode.OK
+    except Exception as exc:
+        if debug:
+            _stderr("".join(traceback.format_exception(exc)))
+        _stderr(
+            f"fpmon: internal error: {type(exc).__name__}: {exc} "
+            "(a bug; rerun with --debug for the traceback)"
+        )
+        return ExitCode.INTERNAL

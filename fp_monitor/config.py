@@ -1,0 +1,365 @@
+"""fpmon.toml -> frozen Config; the search order; validation with messages that name the key."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from fp_monitor.errors import ConfigError
+from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+
+# Defaults live here and nowhere else.
+DEFAULT_SAMPLES = 3
+DEFAULT_RETRIES = 2
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_PROMPT = "hi"
+CONFIG_FILENAME = "fpmon.toml"
+LOCK_FILENAME = "fpmon.lock"
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+TARGET_KEYS = (
+    "provider",
+    "model",
+    "base_url",
+    "api_key_env",
+    "headers",
+    "params",
+    "prompt",
+    "samples",
+    "timeout",
+    "retries",
+    "track_headers",
+    "expect",
+    "enabled",
+    "deployment",
+    "api_version",
+)
+TOP_KEYS = ("history", "baseline", "defaults", "targets")
+# Keys people reach for when they paste a key into the file; refused with the env-var form.
+_LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
+_AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '5m', '2h', '7d' (and '250ms') -> seconds; ValueError names the accepted forms."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write it like 30s, 5m, 2h or 7d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    provider: str
+    model: str
+    base_url: str
+    auth: Auth
+    api_key_env: str | None
+    token_param: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str = DEFAULT_PROMPT
+    samples: int = DEFAULT_SAMPLES
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    track_headers: tuple[str, ...] = ()
+    expect: frozenset[str] = frozenset()
+    enabled: bool = True
+    deployment: str | None = None
+    api_version: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The chat-completions URL that the probe posts to."""
+        base = self.base_url.rstrip("/")
+        if self.provider == "azure":
+            return (
+                f"{base}/openai/deployments/{self.deployment}/chat/completions"
+                f"?api-version={self.api_version}"
+            )
+        return f"{base}/chat/completions"
+
+
+@dataclass(frozen=True)
+class Config:
+    targets: tuple[Target, ...]
+    source: Path | None
+    """The file the config came from; None when targets came from the environment."""
+    history: Path
+    baseline: Path
+
+    def select(self, names: list[str]) -> tuple[Target, ...]:
+        """The named targets (all enabled ones when none are named); unknown names are errors."""
+        if not names:
+            return tuple(t for t in self.targets if t.enabled)
+        by_name = {t.name: t for t in self.targets}
+        for name in names:
+            if name not in by_name:
+                raise ConfigError(f"unknown target {name!r}{_did_you_mean(name, by_name)}")
+        return tuple(by_name[n] for n in dict.fromkeys(names))
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """--config, else $FPMON_CONFIG, else ./fpmon.toml, else the user config dir."""
+    if explicit is not None or (explicit := _env_path("FPMON_CONFIG")) is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    for candidate in (
+        Path(CONFIG_FILENAME),
+        Path(platformdirs.user_config_dir("fpmon")) / "config.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def default_history_path() -> Path:
+    return Path(platformdirs.user_data_dir("fpmon")) / "history.db"
+
+
+def load_config(
+    explicit: Path | None = None,
+    *,
+    history: Path | None = None,
+    baseline: Path | None = None,
+) -> Config:
+    """Find and validate the configuration; flags and env override the file's paths."""
+    path = find_config_file(explicit)
+    if path is None:
+        targets = targets_from_environment()
+        if not targets:
+            raise ConfigError(
+                "no configuration found and no provider key in the environment: "
+                "run `fpmon init` to write fpmon.toml, or `fpmon demo` to see fpmon work "
+                "without keys"
+            )
+        data: dict[str, Any] = {}
+        base_dir = Path.cwd()
+    else:
+        data = _read_toml(path)
+        targets = _parse_targets(data, str(path))
+        base_dir = path.parent
+    where = str(path) if path else "environment"
+    history = history or _env_path("FPMON_HISTORY") or _path_key(data, "history", where, base_dir)
+    baseline = (
+        baseline or _env_path("FPMON_BASELINE") or _path_key(data, "baseline", where, base_dir)
+    )
+    return Config(
+        targets=targets,
+        source=path,
+        history=history or default_history_path(),
+        baseline=baseline or base_dir / LOCK_FILENAME,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _path_key(data: dict[str, Any], key: str, where: str, base_dir: Path) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key}: expected a file path string")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _parse_targets(data: dict[str, Any], where: str) -> tuple[Target, ...]:
+    _check_keys(data, TOP_KEYS, where, "")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: [defaults] must be a table")
+    _check_keys(defaults, TARGET_KEYS, where, "[defaults] ")
+    tables = data.get("targets", {})
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(
+            f"{where}: no targets: add a [targets.NAME] table (see config.example.toml)"
+        )
+    targets = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: targets.{name} must be a table")
+        _check_keys(table, TARGET_KEYS, where, f"[targets.{name}] ")
+        read = _Reader({**defaults, **table}, f"{where}: [targets.{name}]")
+        # A bad value inherited from [defaults] is reported where it is written.
+        read.inherited = {k: f"{where}: [defaults]" for k in defaults if k not in table}
+        targets.append(_build_target(name, read))
+    return tuple(targets)
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, section: str) -> None:
+    for key in table:
+        if key.lower() in _LITERAL_KEY_NAMES:
+            raise ConfigError(
+                f"{where}: {section}{key}: API keys are not allowed in the config file; "
+                f'export the key and name its variable instead: api_key_env = "MY_API_KEY"'
+            )
+        if key not in allowed:
+            raise ConfigError(f"{where}: {section}unknown key {key!r}{_did_you_mean(key, allowed)}")
+
+
+class _Reader:
+    """Typed access to one target's merged table, with errors that name the key."""
+
+    def __init__(self, table: dict[str, Any], where: str) -> None:
+        self.table = table
+        self.where = where
+        self.inherited: dict[str, str] = {}
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.inherited.get(key, self.where)} {key}: {problem}")
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self.table.get(key, default)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise self.fail(key, "expected a non-empty string")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"expected a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.table.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                raise self.fail(key, str(exc)) from None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise self.fail(key, f"expected a duration like 30s, got {value!r}")
+        if seconds <= 0:
+            raise self.fail(key, "must be longer than 0s")
+        return seconds
+
+    def string_list(self, key: str) -> list[str]:
+        value = self.table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, 'expected a list of strings, like ["a", "b"]')
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a table, like { name = value }")
+        return value
+
+
+def _build_target(name: str, read: _Reader) -> Target:
+    table = read.table
+    provider = read.string("provider")
+    if provider is None:
+        raise read.fail("provider", f"missing; one of: {', '.join(PRESETS)}")
+    preset = PRESETS.get(provider)
+    if preset is None:
+        raise read.fail(
+            "provider", f"unknown provider {provider!r}{_did_you_mean(provider, PRESETS)}"
+        )
+    base_url = read.string("base_url", preset.base_url or None)
+    if base_url is None:
+        raise read.fail("base_url", f"required for provider {provider!r}")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise read.fail("base_url", f"expected an http:// or https:// URL, got {base_url!r}")
+    deployment = read.string("deployment")
+    api_version = read.string("api_version")
+    if provider == "azure":
+        if deployment is None:
+            raise read.fail("deployment", "required for provider 'azure'")
+        api_version = api_version or AZURE_DEFAULT_API_VERSION
+    model = read.string("model", deployment)
+    if model is None:
+        raise read.fail("model", "missing: name the model to probe")
+    headers = read.mapping("headers")
+    for header, value in headers.items():
+        if header.lower() in _AUTH_HEADERS:
+            raise read.fail(
+                "headers",
+                f"{header} must not be written in the file; fpmon sends it from "
+                f'api_key_env = "MY_API_KEY"',
+            )
+        if not isinstance(value, str):
+            raise read.fail("headers", f"{header}: expected a string value")
+    params = read.mapping("params")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise read.fail("enabled", "expected true or false")
+    return Target(
+        name=name,
+        provider=provider,
+        model=model,
+        base_url=base_url,
+        auth=preset.auth,
+        api_key_env=_key_variable(read, preset.key_env),
+        token_param=preset.token_param,
+        headers=headers,
+        params=params,
+        prompt=read.string("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+        samples=read.integer("samples", DEFAULT_SAMPLES, 1, 1000),
+        timeout=read.duration("timeout", DEFAULT_TIMEOUT),
+        retries=read.integer("retries", DEFAULT_RETRIES, 0, 10),
+        track_headers=tuple(h.lower() for h in read.string_list("track_headers")),
+        expect=frozenset(read.string_list("expect")),
+        enabled=enabled,
+        deployment=deployment,
+        api_version=api_version,
+    )
+
+
+def _key_variable(read: _Reader, default: str | None) -> str | None:
+    name = read.string("api_key_env", default)
+    if name is not None and not _ENV_NAME.match(name):
+        # Most likely the key itself was pasted here: never echo it.
+        raise read.fail(
+            "api_key_env",
+            'expected the name of an environment variable, like api_key_env = "MY_API_KEY" '
+            "(never the key itself)",
+        )
+    return name
+
+
+def targets_from_environment() -> tuple[Target, ...]:
+    """One target per well-known provider key variable that is set (used with no config)."""
+    return tuple(
+        _build_target(
+            p.name, _Reader({"provider": p.name, "model": p.default_model}, "environment:")
+        )
+        for p in PRESETS.values()
+        if p.key_env and p.default_model and os.environ.get(p.key_env)
+    )

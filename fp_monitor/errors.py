@@ -1,0 +1,60 @@
+"""Exit codes and the typed errors that core code raises; cli.main turns them into exits."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """fpmon's exit codes. When several apply, the first listed here wins."""
+
+    OK = 0
+    """Everything probed, nothing unexpected."""
+    UNEXPECTED = 1
+    """An unexpected change (per --fail-on) in at least one target."""
+    USAGE = 2
+    """Usage or configuration error: nothing was probed or written."""
+    PROBE_FAILED = 3
+    """At least one target could not be probed (after retries), and no unexpected change."""
+    HISTORY = 4
+    """The history could not be read or written."""
+    INTERNAL = 70
+    """An internal error (a bug)."""
+    INTERRUPTED = 130
+    """Interrupted by the user."""
+
+
+# Precedence for combining per-target outcomes: earlier wins.
+PRECEDENCE = (
+    ExitCode.USAGE,
+    ExitCode.HISTORY,
+    ExitCode.UNEXPECTED,
+    ExitCode.PROBE_FAILED,
+    ExitCode.OK,
+)
+
+
+def most_severe(codes: list[ExitCode]) -> ExitCode:
+    """The code that wins among `codes` by the documented precedence (OK when empty)."""
+    for code in PRECEDENCE:
+        if code in codes:
+            return code
+    return ExitCode.OK
+
+
+class FpmonError(Exception):
+    """An error with a one-line message for the user and the exit code it maps to."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class ConfigError(FpmonError):
+    """The configuration, a flag or an input file is wrong: nothing was probed or written."""
+
+    exit_code = ExitCode.USAGE
+
+
+class HistoryError(FpmonError):
+    """The history database could not be read or written."""
+
+    exit_code = ExitCode.HISTORY

@@ -1,0 +1,146 @@
+"""Records that flow between the probe, the history, detection and rendering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+# A fingerprint (or resolved model) is kept as a token: the string itself, or one of these for
+# the states a string cannot express. Missing, null and "" are distinct on purpose: providers
+# differ, and a switch between them is a backend change.
+NULL = "<null>"
+ABSENT = "<absent>"
+
+
+class ErrorKind(StrEnum):
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    BAD_RESPONSE = "bad_response"
+    MISSING_KEY = "missing_key"
+
+
+class Status(StrEnum):
+    ERROR = "error"
+    FIRST = "first"
+    NEW = "new"
+    CHANGED = "changed"
+    SAME = "same"
+
+
+class FailOn(StrEnum):
+    NEW = "new"
+    CHANGE = "change"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One sample of one target: the final attempt after retries."""
+
+    target: str
+    provider: str
+    base_url: str
+    requested_model: str
+    observed_at: datetime
+    attempts: int
+    latency_ms: float | None
+    request_shape: str
+    http_status: int | None = None
+    fingerprint: str | None = None
+    """Token of the fingerprint (see NULL, ABSENT); None when the sample failed."""
+    resolved_model: str | None = None
+    response_id: str | None = None
+    request_id: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    headers: dict[str, str] = field(default_factory=dict)
+    """The target's tracked response headers (lower-cased names)."""
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    raw_response: str | None = None
+    """The response body, bounded in size, kept beside the extracted fields."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    kind: ErrorKind
+    status_code: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """What the history knows about a target before this check (detection's input)."""
+
+    previous_fingerprints: frozenset[str] | None = None
+    previous_models: frozenset[str] | None = None
+    previous_headers: dict[str, frozenset[str]] = field(default_factory=dict)
+    known_fingerprints: frozenset[str] = frozenset()
+    known_models: frozenset[str] = frozenset()
+    first_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """(field, value) -> when the value was first recorded for the target."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the diff table."""
+
+    target: str
+    field: str
+    before: tuple[str, ...]
+    now: tuple[str, ...]
+    before_first_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """The outcome of one target in one check."""
+
+    name: str
+    status: Status
+    unexpected: bool
+    fingerprints: tuple[str, ...]
+    models: tuple[str, ...]
+    previous: tuple[str, ...] | None
+    previous_models: tuple[str, ...] | None
+    known: tuple[str, ...]
+    known_models: tuple[str, ...]
+    samples: int
+    errors: tuple[ProbeError, ...]
+    latency_ms: float | None
+    changes: tuple[Change, ...]
+    headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check_id: str
+    checked_at: datetime
+    targets: tuple[TargetResult, ...]
+    exit_code: int
+    recorded: bool
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """A target's accepted values in fpmon.lock."""
+
+    fingerprints: frozenset[str]
+    models: frozenset[str]
+    accepted_at: datetime | None = None

@@ -1,0 +1,385 @@
+"""The minimal request: every target and sample at once, with retries; response -> Observation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+
+from fp_monitor import __version__
+from fp_monitor.config import Target
+from fp_monitor.models import ABSENT, NULL, ErrorKind, Observation, Usage
+from fp_monitor.providers import Auth
+from fp_monitor.redact import redact, register
+
+DEFAULT_CONCURRENCY = 32
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""A chat completion capped at one token is a few hundred bytes; more is not what we asked for."""
+RAW_RESPONSE_LIMIT = 16 * 1024
+ERROR_MESSAGE_LIMIT = 300
+RETRY_AFTER_CAP = 60.0
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What one HTTP attempt produced; the last one becomes the Observation."""
+
+    status: int | None = None
+    body: bytes = b""
+    headers: httpx2.Headers | None = None
+    latency_ms: float | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        if self.headers is not None and (forced := self.headers.get("x-should-retry")):
+            return forced.lower() == "true"
+        if self.error_kind in (ErrorKind.TIMEOUT, ErrorKind.CONNECTION):
+            return True
+        return self.status is not None and (self.status in RETRYABLE_STATUS or self.status >= 500)
+
+
+def api_key(target: Target) -> str | None:
+    """The target's key from the environment (registered for redaction), or None."""
+    if target.auth is Auth.NONE or not target.api_key_env:
+        return None
+    key = os.environ.get(target.api_key_env) or None
+    if key:
+        register(key)
+    return key
+
+
+def key_missing(target: Target) -> bool:
+    return target.auth in (Auth.BEARER, Auth.API_KEY) and api_key(target) is None
+
+
+def sends_key_in_clear(target: Target) -> bool:
+    """A key over plain http to a host that is not this machine: worth a warning."""
+    parts = urlsplit(target.base_url)
+    if parts.scheme != "http" or api_key(target) is None:
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def request_body(target: Target) -> dict[str, Any]:
+    """One short message, a one-token limit, no temperature, no n: accepted by every model."""
+    body: dict[str, Any] = {
+        "model": target.model,
+        "messages": [{"role": "user", "content": target.prompt}],
+        target.token_param: 1,
+    }
+    if target.provider == "azure":
+        del body["model"]  # the deployment in the URL names the model
+    return {**body, **target.params}
+
+
+def _request_headers(target: Target, key: str | None) -> dict[str, str]:
+    headers = {"user-agent": f"fpmon/{__version__}", "content-type": "application/json"}
+    headers.update(target.headers)
+    if key is not None:
+        if target.auth is Auth.API_KEY:
+            headers["api-key"] = key
+        else:
+            headers["authorization"] = f"Bearer {key}"
+    return headers
+
+
+def request_shape(target: Target) -> str:
+    """Hash of what fpmon sends (URL, body, header names): a change of fpmon's own probe is
+    never mistaken for a backend change."""
+    shape = {
+        "url": target.endpoint,
+        "body": request_body(target),
+        "headers": sorted(_request_headers(target, "k")),
+    }
+    canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def probe(
+    targets: Sequence[Target],
+    *,
+    samples: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[list[Observation]]:
+    """Probe every target (`samples` overrides each target's count); one list per target."""
+    return asyncio.run(probe_async(targets, samples=samples, concurrency=concurrency))
+
+
+async def probe_async(
+    targets: Sequence[Target],
+    *,
+    samples: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[list[Observation]]:
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # Redirects are never followed, so a key can never travel to another origin.
+    async with httpx2.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
+        groups = [
+            asyncio.gather(
+                *(_sample(client, gate, target) for _ in range(samples or target.samples))
+            )
+            for target in targets
+        ]
+        return [list(group) for group in await asyncio.gather(*groups)]
+
+
+async def _sample(
+    client: httpx2.AsyncClient, gate: asyncio.Semaphore, target: Target
+) -> Observation:
+    observed_at = datetime.now(UTC)
+    key = api_key(target)
+    if key_missing(target):
+        return _observation(
+            target,
+            observed_at,
+            0,
+            _Attempt(
+                error_kind=ErrorKind.MISSING_KEY,
+                error_message=f"environment variable {target.api_key_env} is not set",
+            ),
+        )
+    body = json.dumps(request_body(target)).encode()
+    headers = _request_headers(target, key)
+    attempts = 0
+    while True:
+        attempts += 1
+        async with gate:
+            attempt = await _attempt(client, target, body, headers)
+        if not attempt.retryable or attempts > target.retries:
+            return _observation(target, observed_at, attempts, attempt)
+        await asyncio.sleep(retry_delay(attempt.headers, attempts))
+
+
+async def _attempt(
+    client: httpx2.AsyncClient, target: Target, body: bytes, headers: dict[str, str]
+) -> _Attempt:
+    started = time.perf_counter()
+    try:
+        # One deadline for the whole exchange: a server that drips bytes cannot stretch it.
+        async with asyncio.timeout(target.timeout):
+            async with client.stream(
+                "POST", target.endpoint, content=body, headers=headers, timeout=target.timeout
+            ) as response:
+                content = await _read_bounded(response)
+    except (TimeoutError, httpx2.TimeoutException):
+        return _Attempt(
+            error_kind=ErrorKind.TIMEOUT,
+            error_message=f"no complete answer within {target.timeout:g}s",
+        )
+    except _BodyTooLarge:
+        return _Attempt(
+            status=response.status_code,
+            headers=response.headers,
+            error_kind=ErrorKind.BAD_RESPONSE,
+            error_message=f"response body larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+        )
+    except httpx2.HTTPError as exc:
+        return _Attempt(
+            error_kind=ErrorKind.CONNECTION,
+            error_message=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        )
+    latency_ms = (time.perf_counter() - started) * 1000
+    status = response.status_code
+    kind = _error_kind(status)
+    return _Attempt(
+        status=status,
+        body=content,
+        headers=response.headers,
+        latency_ms=latency_ms,
+        error_kind=kind,
+        error_message=None if kind is None else _status_message(response, content),
+    )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_bounded(response: httpx2.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_kind(status: int) -> ErrorKind | None:
+    if 200 <= status < 300:
+        return None
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status >= 500:
+        return ErrorKind.SERVER
+    if 300 <= status < 400:
+        return ErrorKind.BAD_RESPONSE
+    return ErrorKind.BAD_REQUEST
+
+
+def _status_message(response: httpx2.Response, content: bytes) -> str:
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location", "?")
+        return (
+            f"HTTP {response.status_code} redirect to {location}; fpmon does not follow "
+            "redirects: set base_url to the final address"
+        )
+    return f"HTTP {response.status_code}: {error_message(content)}"
+
+
+def error_message(content: bytes) -> str:
+    """The server's own message from any of the error shapes providers use."""
+    try:
+        data: Any = json.loads(content)
+    except (ValueError, RecursionError):
+        text = content.decode("utf-8", "replace").strip()
+        if text.startswith("<"):
+            return "the body is HTML, not an API error (a proxy or gateway answered)"
+        return text or "(empty body)"
+    if isinstance(data, list) and data:
+        data = data[0]  # Gemini has been seen wrapping its error in a list
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, list) and error:
+            error = error[0]
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict):
+            for key in ("message", "msg", "detail", "status", "code"):
+                if error.get(key):
+                    return str(error[key])
+    return json.dumps(data)[:ERROR_MESSAGE_LIMIT]
+
+
+def retry_delay(headers: httpx2.Headers | None, attempts: int) -> float:
+    """The server's retry-after-ms / retry-after when sane, else backoff with jitter."""
+    if headers is not None:
+        if (delay := _seconds(headers.get("retry-after-ms"), scale=0.001)) is not None:
+            return delay
+        if (delay := _seconds(headers.get("retry-after"), scale=1.0)) is not None:
+            return delay
+    return min(0.5 * 2.0 ** (attempts - 1), 8.0) * (1 - 0.25 * random.random())
+
+
+def _seconds(value: str | None, *, scale: float) -> float | None:
+    if not value:
+        return None
+    delay: float
+    try:
+        delay = float(value) * scale
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if scale == 1.0 else None
+        if parsed is None:
+            return None
+        delay = (parsed - datetime.now(UTC)).total_seconds()
+    return delay if 0 < delay <= RETRY_AFTER_CAP else None
+
+
+def _observation(
+    target: Target, observed_at: datetime, attempts: int, attempt: _Attempt
+) -> Observation:
+    common: dict[str, Any] = {
+        "target": target.name,
+        "provider": target.provider,
+        "base_url": target.base_url,
+        "requested_model": target.model,
+        "observed_at": observed_at,
+        "attempts": attempts,
+        "latency_ms": attempt.latency_ms,
+        "request_shape": request_shape(target),
+        "http_status": attempt.status,
+        "raw_response": _bounded_text(attempt.body) if attempt.body else None,
+    }
+    if attempt.headers is not None:
+        common["request_id"] = next(
+            (v for h in _REQUEST_ID_HEADERS if (v := attempt.headers.get(h))), None
+        )
+        common["headers"] = {
+            h: attempt.headers[h] for h in target.track_headers if h in attempt.headers
+        }
+    if attempt.error_kind is None:
+        parsed = parse_completion(attempt.body)
+        if isinstance(parsed, str):
+            return Observation(
+                **common, error_kind=ErrorKind.BAD_RESPONSE, error_message=redact(parsed)
+            )
+        return Observation(**common, **parsed)
+    message = redact(attempt.error_message or "")[:ERROR_MESSAGE_LIMIT]
+    return Observation(**common, error_kind=attempt.error_kind, error_message=message)
+
+
+def _bounded_text(body: bytes) -> str:
+    return redact(body[:RAW_RESPONSE_LIMIT].decode("utf-8", "replace"))
+
+
+def parse_completion(body: bytes) -> dict[str, Any] | str:
+    """The fields of a chat completion, or a message saying why the body is not one."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        return "the body is not valid UTF-8"
+    except (ValueError, RecursionError):
+        start = body[:80].decode("utf-8", "replace").strip()
+        kind = "HTML" if start.startswith("<") else "not valid JSON (truncated?)"
+        return f"HTTP 200 but the body is {kind}, not a chat completion"
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        return "HTTP 200 but the JSON is not a chat completion (no choices list)"
+    fingerprint = _token(data, "system_fingerprint")
+    model = _token(data, "model")
+    if fingerprint is None or model is None:
+        return "system_fingerprint or model is neither a string nor null"
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
+    response_id = data.get("id")
+    return {
+        "fingerprint": fingerprint,
+        "resolved_model": model,
+        "response_id": response_id if isinstance(response_id, str) else None,
+        "usage": Usage(
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+            total_tokens=_int(usage.get("total_tokens")),
+        ),
+    }
+
+
+def _token(data: dict[str, Any], key: str) -> str | None:
+    if key not in data:
+        return ABSENT
+    value = data[key]
+    if value is None:
+        return NULL
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

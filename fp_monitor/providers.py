@@ -1,0 +1,140 @@
+"""Provider presets: data, not code paths (see provider-notes.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Auth(StrEnum):
+    BEARER = "bearer"
+    """Authorization: Bearer KEY; the key variable must be set."""
+    OPTIONAL_BEARER = "optional-bearer"
+    """Authorization: Bearer KEY when the key variable is set; none otherwise (local servers)."""
+    API_KEY = "api-key"
+    """Azure's api-key: KEY header."""
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    base_url: str
+    auth: Auth
+    key_env: str | None
+    token_param: str
+    default_model: str | None
+    """Used when targets are built from the environment (no config file)."""
+
+
+_MCT = "max_completion_tokens"
+_MT = "max_tokens"
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "openai",
+            "https://api.openai.com/v1",
+            Auth.BEARER,
+            "OPENAI_API_KEY",
+            _MCT,
+            "gpt-4o-mini",
+        ),
+        Preset("azure", "", Auth.API_KEY, "AZURE_OPENAI_API_KEY", _MCT, None),
+        Preset("xai", "https://api.x.ai/v1", Auth.BEARER, "XAI_API_KEY", _MT, "grok-4"),
+        Preset(
+            "groq",
+            "https://api.groq.com/openai/v1",
+            Auth.BEARER,
+            "GROQ_API_KEY",
+            _MT,
+            "llama-3.1-8b-instant",
+        ),
+        Preset(
+            "deepseek",
+            "https://api.deepseek.com",
+            Auth.BEARER,
+            "DEEPSEEK_API_KEY",
+            _MT,
+            "deepseek-chat",
+        ),
+        Preset(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            Auth.BEARER,
+            "OPENROUTER_API_KEY",
+            _MT,
+            "openai/gpt-4o-mini",
+        ),
+        Preset(
+            "together",
+            "https://api.together.xyz/v1",
+            Auth.BEARER,
+            "TOGETHER_API_KEY",
+            _MT,
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        ),
+        Preset(
+            "fireworks",
+            "https://api.fireworks.ai/inference/v1",
+            Auth.BEARER,
+            "FIREWORKS_API_KEY",
+            _MT,
+            "accounts/fireworks/models/llama-v3p1-8b-instruct",
+        ),
+        Preset(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            Auth.BEARER,
+            "MISTRAL_API_KEY",
+            _MT,
+            "mistral-small-latest",
+        ),
+        Preset(
+            "perplexity",
+            "https://api.perplexity.ai",
+            Auth.BEARER,
+            "PERPLEXITY_API_KEY",
+            _MT,
+            "sonar",
+        ),
+        Preset(
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            Auth.BEARER,
+            "GEMINI_API_KEY",
+            _MT,
+            "gemini-2.5-flash",
+        ),
+        Preset(
+            "anthropic",
+            "https://api.anthropic.com/v1",
+            Auth.BEARER,
+            "ANTHROPIC_API_KEY",
+            _MT,
+            "claude-haiku-4-5",
+        ),
+        Preset("ollama", "http://127.0.0.1:11434/v1", Auth.NONE, None, _MT, None),
+        Preset("vllm", "http://127.0.0.1:8000/v1", Auth.OPTIONAL_BEARER, "VLLM_API_KEY", _MT, None),
+        Preset(
+            "lmstudio",
+            "http://127.0.0.1:1234/v1",
+            Auth.OPTIONAL_BEARER,
+            "LMSTUDIO_API_KEY",
+            _MT,
+            None,
+        ),
+        Preset(
+            "llamacpp",
+            "http://127.0.0.1:8080/v1",
+            Auth.OPTIONAL_BEARER,
+            "LLAMACPP_API_KEY",
+            _MT,
+            None,
+        ),
+        Preset("custom", "", Auth.OPTIONAL_BEARER, None, _MT, None),
+    )
+}
+
+AZURE_DEFAULT_API_VERSION = "2024-10-21"

@@ -1,0 +1,245 @@
+"""Rendering: rich tables on a terminal, plain text when piped, and the JSON contract.
+
+Every string that came from a server is data: it reaches the terminal as a rich Text (never
+parsed as markup) with control characters made visible, so it can neither style nor move the
+cursor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
+from typing import IO, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from fp_monitor.config import Config, Target
+from fp_monitor.models import ABSENT, NULL, CheckResult, Status, TargetResult
+from fp_monitor.providers import Auth
+
+CELL_LIMIT = 64
+_PIPED_WIDTH = 100_000  # piped output never wraps a row, whatever the terminal width
+STATUS_STYLE = {
+    Status.NEW: "bold red",
+    Status.CHANGED: "yellow",
+    Status.SAME: "green",
+    Status.FIRST: "cyan",
+    Status.ERROR: "red",
+}
+STATUS_MEANING = {
+    Status.FIRST: "first check of this target: its values are now known",
+    Status.SAME: "every value was seen in the previous check",
+    Status.CHANGED: "the served set moved among values seen before (a flap, not a rollout)",
+    Status.NEW: "a value never seen (or accepted) before: the backend changed",
+    Status.ERROR: "no sample succeeded",
+}
+
+
+def make_console(file: IO[str] | None = None) -> Console:
+    """Colour on a terminal; plain, unwrapped text when piped or NO_COLOR is set."""
+    stream = file or sys.stdout
+    terminal = stream.isatty()
+    return Console(
+        file=stream,
+        no_color=bool(os.environ.get("NO_COLOR")) or not terminal,
+        force_terminal=terminal,
+        width=None if terminal else _PIPED_WIDTH,
+        highlight=False,
+        emoji=False,
+        markup=False,
+    )
+
+
+def clean(text: str) -> str:
+    """Control and format characters (ESC, CR, bidi overrides...) shown as escapes."""
+    return "".join(
+        repr(ch)[1:-1] if ch != " " and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        for ch in text
+    )
+
+
+def shorten(text: str, limit: int = CELL_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def show_value(token: str) -> str:
+    """How a fingerprint or model token reads in a table."""
+    if token in (NULL, ABSENT):
+        return token
+    return '""' if token == "" else shorten(clean(token))
+
+
+def _values(tokens: Iterable[str] | None) -> Text:
+    if tokens is None:
+        return Text("-")
+    shown = [show_value(t) for t in tokens]
+    return Text(", ".join(shown) if shown else "-")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def _table(*headers: str, title: str | None = None) -> Table:
+    return Table(
+        *headers,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        title=title,
+        title_justify="left",
+    )
+
+
+def result_table(result: CheckResult) -> Table:
+    table = _table("target", "status", "fingerprints", "model", "latency")
+    for target in result.targets:
+        latency = f"{target.latency_ms:.0f} ms" if target.latency_ms is not None else "-"
+        table.add_row(
+            Text(clean(target.name)),
+            Text(target.status.value, style=STATUS_STYLE[target.status]),
+            _values(target.fingerprints),
+            _values(target.models),
+            Text(latency),
+        )
+    return table
+
+
+def diff_table(result: CheckResult) -> Table | None:
+    changes = [c for t in result.targets for c in t.changes]
+    if not changes:
+        return None
+    table = _table("target", "field", "before", "now", "before first seen", title="changes")
+    for change in changes:
+        table.add_row(
+            Text(clean(change.target)),
+            Text(change.field),
+            _values(change.before),
+            _values(change.now),
+            Text(_when(change.before_first_seen)),
+        )
+    return table
+
+
+def render_check(console: Console, result: CheckResult) -> None:
+    console.print(result_table(result))
+    if (diff := diff_table(result)) is not None:
+        console.print(diff)
+    for target in result.targets:
+        _print_errors(console, target)
+        if target.unexpected:
+            console.print(
+                Text(f"{clean(target.name)}: {STATUS_MEANING[target.status]}", style="bold red")
+            )
+    if not result.recorded:
+        console.print(Text("dry run: nothing was recorded", style="dim"))
+
+
+def _print_errors(console: Console, target: TargetResult) -> None:
+    if not target.errors:
+        return
+    failed = len(target.errors)
+    lead = f"{clean(target.name)}: {failed} of {target.samples} samples failed"
+    shown = {(e.kind, e.status_code, e.message) for e in target.errors}
+    for kind, _status, message in sorted(shown, key=str):
+        console.print(Text(f"{lead}: {kind.value}: {shorten(clean(message), 200)}", style="red"))
+        lead = " " * len(lead)
+
+
+def json_value(token: str) -> str | None:
+    """The JSON contract: a null fingerprint is JSON null; absent is the string "<absent>"."""
+    return None if token == NULL else token
+
+
+def _json_values(tokens: Iterable[str] | None) -> list[str | None] | None:
+    return None if tokens is None else [json_value(t) for t in tokens]
+
+
+def check_json(result: CheckResult) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "exit_code": int(result.exit_code),
+        "checked_at": result.checked_at.isoformat().replace("+00:00", "Z"),
+        "check_id": result.check_id,
+        "recorded": result.recorded,
+        "targets": [
+            {
+                "name": t.name,
+                "status": t.status.value,
+                "unexpected": t.unexpected,
+                "fingerprints": _json_values(t.fingerprints),
+                "models": _json_values(t.models),
+                "previous": _json_values(t.previous),
+                "known": _json_values(t.known),
+                "previous_models": _json_values(t.previous_models),
+                "known_models": _json_values(t.known_models),
+                "headers": {k: list(v) for k, v in t.headers.items()},
+                "samples": t.samples,
+                "errors": [
+                    {"kind": e.kind.value, "status_code": e.status_code, "message": e.message}
+                    for e in t.errors
+                ],
+                "latency_ms": None if t.latency_ms is None else round(t.latency_ms, 1),
+            }
+            for t in result.targets
+        ],
+    }
+
+
+def _key_status(target: Target) -> str:
+    from fp_monitor.probe import api_key, key_missing
+
+    if target.api_key_env is None or target.auth is Auth.NONE:
+        return "not needed"
+    if key_missing(target):
+        return "MISSING"
+    return "set" if api_key(target) else "not set (optional)"
+
+
+def targets_table(config: Config) -> Table:
+    title = f"targets from {config.source or 'provider keys in the environment'}"
+    table = _table(
+        "target", "provider", "model", "endpoint", "key variable", "key", "samples", title=title
+    )
+    for target in config.targets:
+        key = _key_status(target)
+        table.add_row(
+            Text(target.name + ("" if target.enabled else " (disabled)")),
+            Text(target.provider),
+            Text(target.model),
+            Text(target.endpoint),
+            Text(target.api_key_env or "-"),
+            Text(key, style="bold red" if key == "MISSING" else ""),
+            Text(str(target.samples)),
+        )
+    return table
+
+
+def targets_json(config: Config) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "config": str(config.source) if config.source else None,
+        "history": str(config.history),
+        "baseline": str(config.baseline),
+        "targets": [
+            {
+                "name": t.name,
+                "provider": t.provider,
+                "model": t.model,
+                "endpoint": t.endpoint,
+                "api_key_env": t.api_key_env,
+                "key": _key_status(t),
+                "samples": t.samples,
+                "timeout": t.timeout,
+                "retries": t.retries,
+                "enabled": t.enabled,
+            }
+            for t in config.targets
+        ],
+    }
