@@ -30,9 +30,12 @@ def detect(
     expect: frozenset[str] = frozenset(),
     lock: LockEntry | None = None,
     locked: bool = False,
+    learning: bool = False,
     fail_on: FailOn = FailOn.NEW,
 ) -> TargetResult:
-    """Classify one target's check (see DESIGN.md 3, Detection)."""
+    """Classify one target's check (see DESIGN.md 3, Detection). `learning`: the target is
+    still learning its served set (decided from the state before this check), so a value
+    outside the known set is `learned`, not `new`; a target with a lock entry never learns."""
     ok = [o for o in observations if o.ok]
     errors = tuple(
         ProbeError(o.error_kind, o.http_status, o.error_message or "")
@@ -64,6 +67,7 @@ def detect(
         known_models,
         has_lock=lock is not None,
         locked=locked,
+        learning=learning and lock is None,
     )
     changes: list[Change] = []
     if ok and previous is not None:
@@ -102,6 +106,7 @@ def _status(
     *,
     has_lock: bool,
     locked: bool,
+    learning: bool,
 ) -> Status:
     if not succeeded:
         return Status.ERROR
@@ -110,7 +115,7 @@ def _status(
     if previous is None:
         return Status.FIRST
     if fingerprints - known or models - known_models:
-        return Status.NEW
+        return Status.LEARNED if learning else Status.NEW
     if fingerprints <= previous and models <= previous_models:
         return Status.SAME
     return Status.CHANGED

@@ -31,6 +31,7 @@ class Status(StrEnum):
     NEW = "new"
     CHANGED = "changed"
     SAME = "same"
+    LEARNED = "learned"
 
 
 class FailOn(StrEnum):

@@ -31,6 +31,7 @@ STATUS_STYLE = {
     Status.SAME: "green",
     Status.FIRST: "cyan",
     Status.ERROR: "red",
+    Status.LEARNED: "blue",
 }
 STATUS_MEANING = {
     Status.FIRST: "first check of this target: its values are now known",
@@ -38,6 +39,7 @@ STATUS_MEANING = {
     Status.CHANGED: "the served set moved among values seen before (a flap, not a rollout)",
     Status.NEW: "a value never seen (or accepted) before: the backend changed",
     Status.ERROR: "no sample succeeded",
+    Status.LEARNED: "a value not seen before while the target is still learning its served set",
 }
 
 
