@@ -4,8 +4,7 @@ record, and derive the exit code."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,7 +12,16 @@ from fp_monitor.config import Config, Target
 from fp_monitor.detect import detect
 from fp_monitor.errors import ConfigError, ExitCode, most_severe
 from fp_monitor.history import History
-from fp_monitor.models import CheckResult, FailOn, Observation, Status, TargetFacts, TargetResult
+from fp_monitor.lockfile import read_lock
+from fp_monitor.models import (
+    CheckResult,
+    FailOn,
+    LockEntry,
+    Observation,
+    Status,
+    TargetFacts,
+    TargetResult,
+)
 from fp_monitor.probe import DEFAULT_CONCURRENCY, probe
 
 
@@ -24,6 +32,8 @@ class CheckOptions:
     exit_zero: bool = False
     record: bool = True
     concurrency: int = DEFAULT_CONCURRENCY
+    locked: bool = False
+    """A target without a lock entry is unexpected (the CI gate's strict mode)."""
 
 
 def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
@@ -31,6 +41,7 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
+    lock = read_lock(config.baseline)  # a broken lock stops everything before any request
     # The history is opened before any request: when it cannot be used, nothing is spent.
     if options.record:
         history: History | None = History.open(config.history)
@@ -40,13 +51,15 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
         observations = probe(targets, samples=options.samples, concurrency=options.concurrency)
         checked_at = datetime.now(UTC)
         check_id = uuid.uuid4().hex
-        # Detection reads the facts inside the write transaction that records its result, so
-        # two processes checking one target at once see each other's values.
-        with history.write() if history and options.record else nullcontext():
-            results = _detect_all(history, targets, observations, options)
-            for result, target_observations in zip(results, observations, strict=True):
-                if history and options.record:
+        if options.record and history is not None:
+            # Detection reads the facts inside the transaction that records its result, so
+            # two processes checking one target at once see each other's values.
+            with history.write():
+                results = _detect_all(history, lock, targets, observations, options)
+                for result, target_observations in zip(results, observations, strict=True):
                     history.append_check(check_id, checked_at, result, target_observations)
+        else:
+            results = _detect_all(history, lock, targets, observations, options)
     finally:
         if history is not None:
             history.close()
@@ -61,6 +74,7 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
 
 def _detect_all(
     history: History | None,
+    lock: Mapping[str, LockEntry],
     targets: Sequence[Target],
     observations: Sequence[Sequence[Observation]],
     options: CheckOptions,
@@ -72,6 +86,8 @@ def _detect_all(
             history.facts(target.name) if history else TargetFacts(),
             samples=options.samples or target.samples,
             expect=target.expect,
+            lock=lock.get(target.name),
+            locked=options.locked,
             fail_on=options.fail_on,
         )
         for target, target_observations in zip(targets, observations, strict=True)

@@ -4,9 +4,11 @@ place where errors become exit codes and messages."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +23,7 @@ from fp_monitor.render import clean
 
 if TYPE_CHECKING:
     from fp_monitor.config import Target
+    from fp_monitor.models import CheckResult
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 everything probed, nothing unexpected; 1 an unexpected change (per "
@@ -88,22 +91,44 @@ def _root(
     """Monitor the backend fingerprints of OpenAI-compatible LLM APIs."""
 
 
+BaselineOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--baseline",
+        help="Lock file (default: $FPMON_BASELINE, the config's `baseline`, then fpmon.lock "
+        "beside the config file).",
+        show_default=False,
+    ),
+]
+SamplesOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=1000, help="Requests per target (overrides the config).", show_default=False
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
 @app.command()
 def check(
     targets: TargetsArgument = None,
     config: ConfigOption = None,
     history: HistoryOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    baseline: BaselineOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="How to print the result.")
+    ] = OutputFormat.TABLE,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
     ] = False,
-    samples: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=1000, help="Requests per target (overrides the config).", show_default=False
-        ),
-    ] = None,
+    samples: SamplesOption = None,
     fail_on: Annotated[
         FailOn, typer.Option(help="What exits 1: a new value, any change, or never.")
     ] = FailOn.NEW,
@@ -113,6 +138,13 @@ def check(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Dry run: probe and compare, record nothing.")
     ] = False,
+    locked: Annotated[
+        bool, typer.Option("--locked", help="A target with no lock entry is unexpected (exit 1).")
+    ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write a JUnit XML report here.", show_default=False),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, max=1024, help="Requests in flight at once, over all targets.")
     ] = 32,
@@ -120,8 +152,9 @@ def check(
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
     from fp_monitor.config import load_config
+    from fp_monitor.reports import publish
 
-    loaded = load_config(config, history=history)
+    loaded = load_config(config, history=history, baseline=baseline)
     _warn_insecure(loaded.select(targets or []))
     options = CheckOptions(
         samples=samples,
@@ -129,18 +162,63 @@ def check(
         exit_zero=exit_zero,
         record=not no_record,
         concurrency=concurrency,
+        locked=locked,
     )
     result = run_check(loaded, targets or [], options)
+    publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)
     if quiet and result.exit_code == ExitCode.OK:
         return result.exit_code
-    if as_json:
+    _print_check(result, OutputFormat.JSON if as_json else output_format)
+    return result.exit_code
+
+
+def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
+    if output_format is OutputFormat.JSON:
         from fp_monitor.render import check_json
 
         print(json.dumps(check_json(result), indent=2))
+    elif output_format is OutputFormat.MARKDOWN:
+        from fp_monitor.reports import markdown
+
+        print(markdown(result), end="")
     else:
         from fp_monitor.render import make_console, render_check
 
         render_check(make_console(), result)
+
+
+@app.command()
+def accept(
+    targets: TargetsArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Run a check first and accept what it saw.")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Make the lock equal to what was observed (default: add to it)."
+        ),
+    ] = False,
+    samples: SamplesOption = None,
+) -> int:
+    """Write the latest observed fingerprints and resolved models into the lock file."""
+    from fp_monitor.accept import run_accept
+    from fp_monitor.check import CheckOptions
+    from fp_monitor.config import load_config
+    from fp_monitor.render import render_accept
+
+    loaded = load_config(config, history=history, baseline=baseline)
+    result = run_accept(
+        loaded,
+        targets or [],
+        replace=replace,
+        probe_first=probe,
+        check_options=CheckOptions(samples=samples),
+    )
+    render_accept(loaded.baseline, result)
     return result.exit_code
 
 

@@ -92,6 +92,7 @@ def detect(
         latency_ms=statistics.median(latencies) if latencies else None,
         changes=tuple(changes),
         headers={h: tuple(sorted(v)) for h, v in sorted(headers.items())},
+        in_lock=lock is not None,
     )
 
 

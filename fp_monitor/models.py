@@ -127,6 +127,8 @@ class TargetResult:
     latency_ms: float | None
     changes: tuple[Change, ...]
     headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    in_lock: bool = False
+    """The target has an entry in the lock file: only `fpmon accept` widens its known set."""
 
 
 @dataclass(frozen=True)

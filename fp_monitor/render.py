@@ -12,7 +12,8 @@ import sys
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -22,6 +23,9 @@ from rich.text import Text
 from fp_monitor.config import Config, Target
 from fp_monitor.models import ABSENT, NULL, CheckResult, Status, TargetResult
 from fp_monitor.providers import Auth
+
+if TYPE_CHECKING:
+    from fp_monitor.accept import AcceptResult
 
 CELL_LIMIT = 64
 _PIPED_WIDTH = 100_000  # piped output never wraps a row, whatever the terminal width
@@ -77,11 +81,27 @@ def show_value(token: str) -> str:
     return '""' if token == "" else shorten(clean(token))
 
 
-def _values(tokens: Iterable[str] | None) -> Text:
-    if tokens is None:
-        return Text("-")
-    shown = [show_value(t) for t in tokens]
-    return Text(", ".join(shown) if shown else "-")
+def describe(target: TargetResult) -> str:
+    """One line: what changed (before -> now) or why the target failed; the accept hint."""
+    if target.status is Status.ERROR:
+        shown = sorted({f"{e.kind.value}: {clean(e.message)}" for e in target.errors})
+        return "; ".join(shown)
+    moves = [
+        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}" for c in target.changes
+    ] or [f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"]
+    text = "; ".join(moves)
+    if target.unexpected and target.status is Status.NEW:
+        text += f". If expected, accept it: fpmon accept {target.name}"
+    return text
+
+
+def show_values(tokens: Iterable[str] | None) -> str:
+    shown = [show_value(t) for t in tokens or ()]
+    return ", ".join(shown) if shown else "-"
+
+
+def show_latency(latency_ms: float | None) -> str:
+    return f"{latency_ms:.0f} ms" if latency_ms is not None else "-"
 
 
 def _when(moment: datetime | None) -> str:
@@ -102,13 +122,12 @@ def _table(*headers: str, title: str | None = None) -> Table:
 def result_table(result: CheckResult) -> Table:
     table = _table("target", "status", "fingerprints", "model", "latency")
     for target in result.targets:
-        latency = f"{target.latency_ms:.0f} ms" if target.latency_ms is not None else "-"
         table.add_row(
             Text(clean(target.name)),
             Text(target.status.value, style=STATUS_STYLE[target.status]),
-            _values(target.fingerprints),
-            _values(target.models),
-            Text(latency),
+            Text(show_values(target.fingerprints)),
+            Text(show_values(target.models)),
+            Text(show_latency(target.latency_ms)),
         )
     return table
 
@@ -122,8 +141,8 @@ def diff_table(result: CheckResult) -> Table | None:
         table.add_row(
             Text(clean(change.target)),
             Text(change.field),
-            _values(change.before),
-            _values(change.now),
+            Text(show_values(change.before)),
+            Text(show_values(change.now)),
             Text(_when(change.before_first_seen)),
         )
     return table
@@ -132,12 +151,18 @@ def diff_table(result: CheckResult) -> Table | None:
 def render_check(console: Console, result: CheckResult) -> None:
     console.print(result_table(result))
     if (diff := diff_table(result)) is not None:
+        console.print()
         console.print(diff)
     for target in result.targets:
         _print_errors(console, target)
         if target.unexpected:
+            hint = (
+                f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
+            )
             console.print(
-                Text(f"{clean(target.name)}: {STATUS_MEANING[target.status]}", style="bold red")
+                Text(
+                    f"{clean(target.name)}: {STATUS_MEANING[target.status]}{hint}", style="bold red"
+                )
             )
     if not result.recorded:
         console.print(Text("dry run: nothing was recorded", style="dim"))
@@ -245,3 +270,27 @@ def targets_json(config: Config) -> dict[str, Any]:
             for t in config.targets
         ],
     }
+
+
+def render_accept(lock_path: Path, result: AcceptResult) -> None:
+    """What accept added and removed per target (plain lines: people paste them in reviews)."""
+    for change in result.changes:
+        if not change.changed:
+            print(f"{clean(change.target)}: unchanged")
+            continue
+        for label, values in (
+            ("+ fingerprint", change.added),
+            ("- fingerprint", change.removed),
+            ("+ model", change.added_models),
+            ("- model", change.removed_models),
+        ):
+            for value in values:
+                print(f"{clean(change.target)}: {label} {show_value(value)}")
+    for name in result.never_succeeded:
+        print(
+            f"{clean(name)}: no successful check in the history yet: nothing to accept "
+            "(run `fpmon check` or `fpmon accept --probe`)",
+            file=sys.stderr,
+        )
+    if any(c.changed for c in result.changes):
+        print(f"wrote {lock_path}: review and commit it")

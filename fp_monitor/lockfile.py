@@ -1,0 +1,118 @@
+"""fpmon.lock: the accepted fingerprints and resolved models per target, meant to be committed.
+
+Written with tomli-w, atomically, with sorted keys and values, so that accepting twice with
+nothing new leaves the file byte for byte as it was and a review diff shows only what changed.
+TOML has no null: values are fpmon's tokens ("<null>", "<absent>", "" or the string).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fp_monitor.errors import ConfigError
+from fp_monitor.fileio import write_atomic
+from fp_monitor.models import LockEntry
+
+LOCK_VERSION = 1
+HEADER = "# Accepted backend fingerprints. Written by `fpmon accept`; review and commit it.\n"
+
+
+def read_lock(path: Path) -> dict[str, LockEntry]:
+    """The lock's entries by target; empty when the file does not exist."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the lock file: {exc.strerror}") from None
+    version = data.get("version")
+    if version != LOCK_VERSION:
+        found = "no version" if version is None else f"version {version!r}"
+        raise ConfigError(
+            f"{path}: {found}; this fpmon reads lock files of version {LOCK_VERSION} "
+            "(regenerate it with `fpmon accept --replace`)"
+        )
+    targets = data.get("targets", {})
+    if not isinstance(targets, dict):
+        raise ConfigError(f"{path}: targets must be a table")
+    return {name: _entry(path, name, table) for name, table in targets.items()}
+
+
+def _entry(path: Path, name: str, table: Any) -> LockEntry:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [targets.{name}] must be a table")
+    values = {}
+    for key in ("fingerprints", "models"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: [targets.{name}] {key}: expected a list of strings")
+        values[key] = frozenset(value)
+    accepted_at = table.get("accepted_at")
+    if accepted_at is not None and not isinstance(accepted_at, datetime):
+        raise ConfigError(f"{path}: [targets.{name}] accepted_at: expected a date-time")
+    return LockEntry(values["fingerprints"], values["models"], accepted_at)
+
+
+def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> None:
+    targets: dict[str, Any] = {}
+    for name in sorted(entries):
+        entry = entries[name]
+        table: dict[str, Any] = {
+            "fingerprints": sorted(entry.fingerprints),
+            "models": sorted(entry.models),
+        }
+        if entry.accepted_at is not None:
+            table["accepted_at"] = entry.accepted_at.astimezone(UTC).replace(microsecond=0)
+        targets[name] = table
+    write_atomic(path, HEADER + tomli_w.dumps({"version": LOCK_VERSION, "targets": targets}))
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What `fpmon accept` changed for one target."""
+
+    target: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    added_models: tuple[str, ...]
+    removed_models: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.added_models or self.removed_models)
+
+
+def accept_values(
+    name: str,
+    current: LockEntry | None,
+    fingerprints: frozenset[str],
+    models: frozenset[str],
+    *,
+    replace: bool,
+    now: datetime,
+) -> tuple[LockEntry, Acceptance]:
+    """The target's new entry and what changed; accepted_at moves only when the entry does."""
+    old_fps = current.fingerprints if current else frozenset()
+    old_models = current.models if current else frozenset()
+    new_fps = fingerprints if replace else old_fps | fingerprints
+    new_models = models if replace else old_models | models
+    change = Acceptance(
+        name,
+        added=tuple(sorted(new_fps - old_fps)),
+        removed=tuple(sorted(old_fps - new_fps)),
+        added_models=tuple(sorted(new_models - old_models)),
+        removed_models=tuple(sorted(old_models - new_models)),
+    )
+    if current is not None and not change.changed:
+        return current, change
+    return LockEntry(new_fps, new_models, now), change
