@@ -314,18 +314,24 @@ def main(argv: list[str] | None = None) -> int:
     """Run fpmon; every error becomes its documented exit code and one line on stderr."""
     args, debug = _strip_debug(list(sys.argv[1:] if argv is None else argv))
     try:
-        code = app(args=args, prog_name="fpmon", standalone_mode=False)
-        return int(code or 0)
+        code = int(app(args=args, prog_name="fpmon", standalone_mode=False) or 0)
+        if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
+            _stderr("fpmon: interrupted")
+        return code
     except FpmonError as exc:
         _stderr(f"fpmon: error: {exc}")
         return exc.exit_code
     except TyperException as exc:
         # Usage errors: one line and where to read more; exit 2 like every usage error.
-        message = exc.format_message()
-        if "\n" in message.strip():  # `fpmon` alone prints the help text
+        message = exc.format_message().strip()
+        if not message:  # `fpmon` alone: typer has printed the help already
+            return ExitCode.USAGE
+        if "\n" in message:
             print(message, file=sys.stderr)
         else:
-            _stderr(f"fpmon: error: {message} (see `fpmon {' '.join(args[:1])} --help`)")
+            context = getattr(exc, "ctx", None)
+            where = context.command_path if context is not None else "fpmon"
+            _stderr(f"fpmon: error: {message} (see `{where} --help`)")
         return ExitCode.USAGE
     except (KeyboardInterrupt, typer.Abort):
         _stderr("fpmon: interrupted")
@@ -336,9 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK
     except Exception as exc:
         if debug:
-            _stderr("".join(traceback.format_exception(exc)))
-        _stderr(
-            f"fpmon: internal error: {type(exc).__name__}: {exc} "
-            "(a bug; rerun with --debug for the traceback)"
-        )
+            for line in "".join(traceback.format_exception(exc)).splitlines():
+                _stderr(line)
+        where = "the traceback is above" if debug else "rerun with --debug for the traceback"
+        _stderr(f"fpmon: internal error: {type(exc).__name__}: {exc} (a bug; {where})")
         return ExitCode.INTERNAL

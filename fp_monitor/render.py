@@ -51,10 +51,12 @@ def make_console(file: IO[str] | None = None) -> Console:
     """Colour on a terminal; plain, unwrapped text when piped or NO_COLOR is set."""
     stream = file or sys.stdout
     terminal = stream.isatty()
+    # NO_COLOR means no escape sequences at all: rich's no_color alone would keep bold.
+    plain = bool(os.environ.get("NO_COLOR")) or not terminal
     return Console(
         file=stream,
-        no_color=bool(os.environ.get("NO_COLOR")) or not terminal,
-        force_terminal=terminal,
+        no_color=plain,
+        force_terminal=not plain,
         width=None if terminal else _PIPED_WIDTH,
         highlight=False,
         emoji=False,
@@ -169,13 +171,13 @@ def render_check(console: Console, result: CheckResult) -> None:
 
 
 def _print_errors(console: Console, target: TargetResult) -> None:
+    """`NAME: k of n samples failed: kind: message`, further kinds aligned below it."""
     if not target.errors:
         return
-    failed = len(target.errors)
-    lead = f"{clean(target.name)}: {failed} of {target.samples} samples failed"
+    lead = f"{clean(target.name)}: {len(target.errors)} of {target.samples} samples failed: "
     shown = {(e.kind, e.status_code, e.message) for e in target.errors}
     for kind, _status, message in sorted(shown, key=str):
-        console.print(Text(f"{lead}: {kind.value}: {shorten(clean(message), 200)}", style="red"))
+        console.print(Text(f"{lead}{kind.value}: {shorten(clean(message), 200)}", style="red"))
         lead = " " * len(lead)
 
 
