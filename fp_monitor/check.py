@@ -4,14 +4,16 @@ record, and derive the exit code."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from fp_monitor.config import Config, Target
 from fp_monitor.detect import detect
 from fp_monitor.errors import ConfigError, ExitCode, most_severe
 from fp_monitor.history import History
+from fp_monitor.learning import LearningState, learning_state, samples_for_check
 from fp_monitor.lockfile import read_lock
 from fp_monitor.models import (
     CheckResult,
@@ -48,18 +50,19 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
     else:
         history = History.open_readonly(config.history)
     try:
-        observations = probe(targets, samples=options.samples, concurrency=options.concurrency)
+        counts = [_samples(t, history, lock, options) for t in targets]
+        observations = probe(targets, counts, concurrency=options.concurrency)
         checked_at = datetime.now(UTC)
         check_id = uuid.uuid4().hex
         if options.record and history is not None:
             # Detection reads the facts inside the transaction that records its result, so
             # two processes checking one target at once see each other's values.
             with history.write():
-                results = _detect_all(history, lock, targets, observations, options)
+                results = _detect_all(history, lock, targets, observations, options, checked_at)
                 for result, target_observations in zip(results, observations, strict=True):
                     history.append_check(check_id, checked_at, result, target_observations)
         else:
-            results = _detect_all(history, lock, targets, observations, options)
+            results = _detect_all(history, lock, targets, observations, options, checked_at)
     finally:
         if history is not None:
             history.close()
@@ -72,26 +75,89 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
     )
 
 
+def _samples(
+    target: Target,
+    history: History | None,
+    lock: Mapping[str, LockEntry],
+    options: CheckOptions,
+) -> int:
+    """Requests for this check: a learning target's first check bootstraps its served set."""
+    if options.samples is not None:
+        return options.samples
+    first = history is None or history.facts(target.name).previous_fingerprints is None
+    return samples_for_check(
+        target.samples,
+        settings=target.learning,
+        first_check=first,
+        has_lock=target.name in lock,
+    )
+
+
 def _detect_all(
     history: History | None,
     lock: Mapping[str, LockEntry],
     targets: Sequence[Target],
     observations: Sequence[Sequence[Observation]],
     options: CheckOptions,
+    checked_at: datetime,
 ) -> list[TargetResult]:
-    return [
-        detect(
+    results = []
+    for target, target_observations in zip(targets, observations, strict=True):
+        facts = history.facts(target.name) if history else TargetFacts()
+        entry = lock.get(target.name)
+        # Statuses follow the learning state before this check; the result reports the state
+        # after it, this check's samples included.
+        before = _learning(target, facts, entry, checked_at)
+        result = detect(
             target.name,
             target_observations,
-            history.facts(target.name) if history else TargetFacts(),
-            samples=options.samples or target.samples,
+            facts,
+            samples=len(target_observations),
             expect=target.expect,
-            lock=lock.get(target.name),
+            lock=entry,
             locked=options.locked,
+            learning=before.learning,
             fail_on=options.fail_on,
         )
-        for target, target_observations in zip(targets, observations, strict=True)
-    ]
+        after = _learning(target, facts, entry, checked_at, before, target_observations)
+        learns = target.learning.enabled and entry is None
+        results.append(
+            replace(
+                result,
+                learning=after.learning if learns else None,
+                unseen_estimate=after.unseen_estimate,
+            )
+        )
+    return results
+
+
+def _learning(
+    target: Target,
+    facts: TargetFacts,
+    entry: LockEntry | None,
+    now: datetime,
+    before: LearningState | None = None,
+    observations: Sequence[Observation] = (),
+) -> LearningState:
+    """The learning state before the check, or after it when given the state before and the
+    check's observations."""
+    counts = Counter(facts.fingerprint_counts)
+    counts.update(o.fingerprint for o in observations if o.ok and o.fingerprint is not None)
+    first_success = facts.first_success_at
+    if first_success is None and any(o.ok for o in observations):
+        first_success = now
+    # Once a check found learning over it stays over, even if this check's rare value raises
+    # the estimate again: otherwise a rollout could reopen learning and pass as `learned`.
+    ended = facts.learning_ended or (
+        before is not None and not before.learning and facts.first_success_at is not None
+    )
+    return learning_state(
+        counts,
+        first_success_age=None if first_success is None else (now - first_success).total_seconds(),
+        ended=ended,
+        settings=target.learning,
+        has_lock=entry is not None,
+    )
 
 
 def exit_code(results: Sequence[TargetResult], *, exit_zero: bool) -> ExitCode:

@@ -14,6 +14,7 @@ from typing import Any
 import platformdirs
 
 from fp_monitor.errors import ConfigError
+from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
 from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
 
 # Defaults live here and nowhere else.
@@ -44,6 +45,11 @@ TARGET_KEYS = (
     "enabled",
     "deployment",
     "api_version",
+    "learning",
+    "bootstrap_samples",
+    "learn_min_samples",
+    "learn_unseen",
+    "learn_max",
 )
 TOP_KEYS = ("history", "baseline", "defaults", "targets")
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
@@ -79,6 +85,7 @@ class Target:
     enabled: bool = True
     deployment: str | None = None
     api_version: str | None = None
+    learning: LearningSettings = field(default_factory=LearningSettings)
 
     @property
     def endpoint(self) -> str:
@@ -252,7 +259,19 @@ class _Reader:
             raise self.fail(key, f"expected a whole number from {low} to {high}, got {value!r}")
         return value
 
-    def duration(self, key: str, default: float) -> float:
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "expected true or false")
+        return value
+
+    def share(self, key: str, default: float) -> float:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise self.fail(key, f"expected a share from 0 to 1, like 0.01, got {value!r}")
+        return float(value)
+
+    def duration(self, key: str, default: float, *, allow_zero: bool = False) -> float:
         value = self.table.get(key)
         if value is None:
             return default
@@ -265,7 +284,7 @@ class _Reader:
             seconds = float(value)
         else:
             raise self.fail(key, f"expected a duration like 30s, got {value!r}")
-        if seconds <= 0:
+        if seconds < 0 or (seconds == 0 and not allow_zero):
             raise self.fail(key, "must be longer than 0s")
         return seconds
 
@@ -283,7 +302,6 @@ class _Reader:
 
 
 def _build_target(name: str, read: _Reader) -> Target:
-    table = read.table
     provider = read.string("provider")
     if provider is None:
         raise read.fail("provider", f"missing; one of: {', '.join(PRESETS)}")
@@ -317,9 +335,16 @@ def _build_target(name: str, read: _Reader) -> Target:
         if not isinstance(value, str):
             raise read.fail("headers", f"{header}: expected a string value")
     params = read.mapping("params")
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise read.fail("enabled", "expected true or false")
+    defaults = LearningSettings()
+    learning = LearningSettings(
+        enabled=read.boolean("learning", defaults.enabled),
+        bootstrap_samples=read.integer(
+            "bootstrap_samples", defaults.bootstrap_samples, BOOTSTRAP_MIN, BOOTSTRAP_MAX
+        ),
+        min_samples=read.integer("learn_min_samples", defaults.min_samples, 0, 1_000_000),
+        unseen=read.share("learn_unseen", defaults.unseen),
+        max_age=read.duration("learn_max", defaults.max_age, allow_zero=True),
+    )
     return Target(
         name=name,
         provider=provider,
@@ -336,9 +361,10 @@ def _build_target(name: str, read: _Reader) -> Target:
         retries=read.integer("retries", DEFAULT_RETRIES, 0, 10),
         track_headers=tuple(h.lower() for h in read.string_list("track_headers")),
         expect=frozenset(read.string_list("expect")),
-        enabled=enabled,
+        enabled=read.boolean("enabled", True),
         deployment=deployment,
         api_version=api_version,
+        learning=learning,
     )
 
 

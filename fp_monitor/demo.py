@@ -1,5 +1,5 @@
 """`fpmon demo`: the real check pipeline against the built-in fake API, in a temporary
-directory, showing first / same / new / changed with a line on what each means."""
+directory, showing first / learned / same / new / changed with a line on what each means."""
 
 from __future__ import annotations
 
@@ -13,49 +13,68 @@ from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config import Config, Target
 from fp_monitor.errors import ExitCode
 from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.learning import LearningSettings
 from fp_monitor.providers import PRESETS
 from fp_monitor.render import STATUS_MEANING, render_check
 
 MODEL = "demo-model"
 RESOLVED = "demo-model-2026-11-01"
-SERVED: list[str | None] = ["fp_4f1c2a9e07", "fp_b83d5e6a10"]
+COMMON, SECOND, RARE = "fp_4f1c2a9e07", "fp_b83d5e6a10", "fp_71d0c9e2aa"
 ROLLOUT = "fp_e9917c3b55"
+# Small numbers so the story fits in five checks; the real defaults are 20 and 100.
+LEARNING = LearningSettings(bootstrap_samples=8, min_samples=12)
 
-# (what happens at the provider, the set the fake serves from then on)
-STEPS: tuple[tuple[str, list[str | None]], ...] = (
-    ("A first check: fpmon records the set of fingerprints the backend serves.", SERVED),
-    ("The same backend again.", SERVED),
-    ("The provider rolls out a new backend configuration.", [ROLLOUT]),
-    ("Traffic moves back to configurations seen before.", SERVED[:1]),
+
+def _fleet(fingerprints: list[str | None], weights: list[float] | None = None) -> ModelBehaviour:
+    return ModelBehaviour(fingerprints=fingerprints, weights=weights, resolved_model=RESOLVED)
+
+
+# (what happens at the provider, what the fake API serves from then on)
+STEPS: tuple[tuple[str, ModelBehaviour | None], ...] = (
+    (
+        "A first check: fpmon takes 8 samples (the bootstrap) of what the backend serves.",
+        _fleet([COMMON, SECOND], [3, 1]),
+    ),
+    (
+        "A rarer backend configuration shows up while fpmon is still learning the set.",
+        _fleet([COMMON, SECOND, RARE], [2, 1, 1]),
+    ),
+    ("The same backends again: enough samples now, and no value seen only once.", None),
+    ("The provider rolls out a new backend configuration.", _fleet([ROLLOUT])),
+    ("Traffic moves back to a configuration seen before.", _fleet([COMMON])),
 )
 
 
 def run_demo(console: Console) -> int:
-    """Run the four checks and explain them; exits 0 (the alarm in step 3 is the point)."""
-    with tempfile.TemporaryDirectory(prefix="fpmon-demo-") as tmp:
-        fake = FakeAPI({MODEL: ModelBehaviour(fingerprints=SERVED, resolved_model=RESOLVED)})
-        with fake:
-            config = _demo_config(fake.base_url, Path(tmp))
+    """Run the checks and explain them; exits 0 (the alarm of step 4 is the point)."""
+    with tempfile.TemporaryDirectory(prefix="fpmon-demo-") as tmp, FakeAPI() as fake:
+        config = _demo_config(fake.base_url, Path(tmp))
+        console.print(
+            Text(
+                f"fpmon demo: a fake OpenAI-compatible API at {fake.base_url}, a history in {tmp}",
+                style="dim",
+            )
+        )
+        learning = False
+        for number, (story, fleet) in enumerate(STEPS, start=1):
+            if fleet is not None:
+                fake.set_model(MODEL, fleet)
+            console.print()
+            console.print(Text(f"{number}. {story}  $ fpmon check", style="bold"))
+            result = run_check(config, [], CheckOptions())
+            render_check(console, result)
+            target = result.targets[0]
             console.print(
                 Text(
-                    f"fpmon demo: a fake OpenAI-compatible API at {fake.base_url}, "
-                    f"a history in {tmp}",
-                    style="dim",
+                    f"-> {target.status.value}: {STATUS_MEANING[target.status]} "
+                    f"(exit code {int(result.exit_code)})"
                 )
             )
-            for number, (story, served) in enumerate(STEPS, start=1):
-                fake.rotate(MODEL, served)
-                console.print()
-                console.print(Text(f"{number}. {story}  $ fpmon check", style="bold"))
-                result = run_check(config, [], CheckOptions())
-                render_check(console, result)
-                status = result.targets[0].status
+            if learning and not target.learning:
                 console.print(
-                    Text(
-                        f"-> {status.value}: {STATUS_MEANING[status]} "
-                        f"(exit code {int(result.exit_code)})"
-                    )
+                    Text("-> learning is over: from now on a value never seen is `new`, an alarm")
                 )
+            learning = bool(target.learning)
     console.print()
     console.print(
         "Next: `fpmon init` writes fpmon.toml for the provider keys in your environment; "
@@ -77,6 +96,7 @@ def _demo_config(base_url: str, directory: Path) -> Config:
         samples=4,
         retries=0,
         timeout=10.0,
+        learning=LEARNING,
     )
     return Config(
         targets=(target,),

@@ -87,6 +87,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "0003_learning",
+        """
+        ALTER TABLE checks ADD COLUMN learning INTEGER;
+        ALTER TABLE known_values ADD COLUMN samples INTEGER NOT NULL DEFAULT 0;
+        UPDATE known_values SET samples = (
+            SELECT count(*) FROM observations AS o
+            WHERE o.target = known_values.target AND o.error_kind IS NULL AND
+                CASE known_values.field
+                    WHEN 'model' THEN o.resolved_model
+                    ELSE CASE o.fingerprint_state
+                        WHEN 'null' THEN '<null>' WHEN 'absent' THEN '<absent>'
+                        ELSE o.fingerprint END
+                END = known_values.value
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -236,24 +253,35 @@ class History:
             ).fetchone()
             known: dict[str, set[str]] = {"fingerprint": set(), "model": set()}
             first_seen = {}
-            for field, value, seen in self._db.execute(
-                "SELECT field, value, first_seen FROM known_values WHERE target = ?", (target,)
+            counts = {}
+            for field, value, seen, samples in self._db.execute(
+                "SELECT field, value, first_seen, samples FROM known_values WHERE target = ?",
+                (target,),
             ):
                 known.setdefault(field, set()).add(value)
                 first_seen[(field, value)] = parse_timestamp(seen)
+                if field == "fingerprint":
+                    counts[value] = samples
+            # The latest check that learns says whether learning is over (it never restarts).
+            last_learning = self._db.execute(
+                "SELECT learning FROM checks WHERE target = ? AND learning IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (target,),
+            ).fetchone()
+        common: dict[str, Any] = {
+            "known_fingerprints": frozenset(known["fingerprint"]),
+            "known_models": frozenset(known["model"]),
+            "first_seen": first_seen,
+            "fingerprint_counts": counts,
+            "learning_ended": last_learning is not None and last_learning[0] == 0,
+        }
         if previous is None:
-            return TargetFacts(
-                known_fingerprints=frozenset(known["fingerprint"]),
-                known_models=frozenset(known["model"]),
-                first_seen=first_seen,
-            )
+            return TargetFacts(**common)
         return TargetFacts(
             previous_fingerprints=frozenset(json.loads(previous[0])),
             previous_models=frozenset(json.loads(previous[1])),
             previous_headers={k: frozenset(v) for k, v in json.loads(previous[2]).items()},
-            known_fingerprints=frozenset(known["fingerprint"]),
-            known_models=frozenset(known["model"]),
-            first_seen=first_seen,
+            **common,
         )
 
     def append_check(
@@ -281,13 +309,15 @@ class History:
                 ):
                     if observation.ok and value is not None:
                         self._db.execute(
-                            "INSERT OR IGNORE INTO known_values VALUES (?, ?, ?, ?)",
+                            "INSERT INTO known_values (target, field, value, first_seen, samples)"
+                            " VALUES (?, ?, ?, ?, 1) ON CONFLICT (target, field, value)"
+                            " DO UPDATE SET samples = samples + 1",
                             (result.name, field, value, row["observed_at"]),
                         )
             succeeded = bool(result.fingerprints or result.models)
             self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-                " headers, samples, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " headers, samples, errors, learning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     check_id,
                     result.name,
@@ -298,6 +328,7 @@ class History:
                     json.dumps({k: list(v) for k, v in result.headers.items()}),
                     result.samples,
                     len(result.errors),
+                    None if result.learning is None else int(result.learning),
                 ),
             )
 

@@ -96,6 +96,15 @@ class TargetFacts:
     known_models: frozenset[str] = frozenset()
     first_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
     """(field, value) -> when the value was first recorded for the target."""
+    fingerprint_counts: dict[str, int] = field(default_factory=dict)
+    """Successful samples per fingerprint token over the target's whole history."""
+    learning_ended: bool = False
+    """Learning ended at an earlier check (it never restarts)."""
+
+    @property
+    def first_success_at(self) -> datetime | None:
+        seen = [at for (kind, _), at in self.first_seen.items() if kind == "fingerprint"]
+        return min(seen, default=None)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,11 @@ class TargetResult:
     headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     in_lock: bool = False
     """The target has an entry in the lock file: only `fpmon accept` widens its known set."""
+    learning: bool | None = None
+    """After this check: still learning its served set; None when the target does not learn
+    (learning = false, or a lock entry)."""
+    unseen_estimate: float | None = None
+    """After this check: Good-Turing estimate of the share served by values never seen."""
 
 
 @dataclass(frozen=True)

@@ -119,29 +119,29 @@ def request_shape(target: Target) -> str:
 
 def probe(
     targets: Sequence[Target],
+    samples: Sequence[int] | None = None,
     *,
-    samples: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[list[Observation]]:
-    """Probe every target (`samples` overrides each target's count); one list per target."""
-    return asyncio.run(probe_async(targets, samples=samples, concurrency=concurrency))
+    """Probe every target, `samples[i]` requests for target i (default: its `samples`); one
+    list of observations per target."""
+    return asyncio.run(probe_async(targets, samples, concurrency=concurrency))
 
 
 async def probe_async(
     targets: Sequence[Target],
+    samples: Sequence[int] | None = None,
     *,
-    samples: int | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[list[Observation]]:
+    counts = samples if samples is not None else [t.samples for t in targets]
     gate = asyncio.Semaphore(concurrency)
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     # Redirects are never followed, so a key can never travel to another origin.
     async with httpx2.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
         groups = [
-            asyncio.gather(
-                *(_sample(client, gate, target) for _ in range(samples or target.samples))
-            )
-            for target in targets
+            asyncio.gather(*(_sample(client, gate, target) for _ in range(count)))
+            for target, count in zip(targets, counts, strict=True)
         ]
         return [list(group) for group in await asyncio.gather(*groups)]
 

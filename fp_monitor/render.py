@@ -157,6 +157,15 @@ def render_check(console: Console, result: CheckResult) -> None:
         console.print(diff)
     for target in result.targets:
         _print_errors(console, target)
+        if target.learning:
+            estimate = target.unseen_estimate or 0.0
+            console.print(
+                Text(
+                    f"{clean(target.name)}: learning its served set (unseen share estimated at "
+                    f"{estimate:.1%}); values not seen before are `learned`, not alarms",
+                    style="dim",
+                )
+            )
         if target.unexpected:
             hint = (
                 f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
@@ -210,6 +219,8 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                 "known_models": _json_values(t.known_models),
                 "headers": {k: list(v) for k, v in t.headers.items()},
                 "samples": t.samples,
+                "learning": bool(t.learning),
+                "unseen_estimate": t.unseen_estimate,
                 "errors": [
                     {"kind": e.kind.value, "status_code": e.status_code, "message": e.message}
                     for e in t.errors

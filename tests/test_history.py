@@ -211,12 +211,14 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("headers", "TEXT", 0, None, 0),
         ("samples", "INTEGER", 1, None, 0),
         ("errors", "INTEGER", 1, None, 0),
+        ("learning", "INTEGER", 0, None, 0),
     ],
     "known_values": [
         ("target", "TEXT", 1, None, 1),
         ("field", "TEXT", 1, None, 2),
         ("value", "TEXT", 1, None, 3),
         ("first_seen", "TEXT", 1, None, 0),
+        ("samples", "INTEGER", 1, "0", 0),
     ],
 }
 EXPECTED_INDEXES = {
@@ -547,3 +549,36 @@ def test_processes_opening_a_new_history_at_once_all_succeed(tmp_path: Path) -> 
     for process in processes:
         process.join(timeout=30)
     assert errors == []
+
+
+def test_migration_0003_counts_the_samples_of_known_values(path: Path) -> None:
+    """A history written before learning gets its per-value sample counts from its rows."""
+    path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL);"
+            + MIGRATIONS[0][1]
+            + MIGRATIONS[1][1]
+        )
+        for name, _ in MIGRATIONS[:2]:
+            db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
+        rows_in = [("fp_a", "value"), ("fp_a", "value"), (None, "null"), (None, None)]
+        for fingerprint, state in rows_in:
+            db.execute(
+                "INSERT INTO observations (check_id, observed_at, target, provider, base_url,"
+                " requested_model, resolved_model, fingerprint, fingerprint_state, attempts,"
+                " request_shape, prev_hash, hash, error_kind)"
+                " VALUES ('c', 't', 'x', 'p', 'u', 'm', 'm-1', ?, ?, 1, 's', '', '', ?)",
+                (fingerprint, state, None if state else "timeout"),
+            )
+        db.executemany(
+            "INSERT INTO known_values VALUES ('x', ?, ?, '2026-01-01T00:00:00.000000Z')",
+            [("fingerprint", "fp_a"), ("fingerprint", "<null>"), ("model", "m-1")],
+        )
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    with History.open(path) as history:
+        facts = history.facts("x")
+    assert facts.fingerprint_counts == {"fp_a": 2, "<null>": 1}
+    counts = rows(path, "SELECT value, samples FROM known_values WHERE field = 'model'")
+    assert [(r["value"], r["samples"]) for r in counts] == [("m-1", 3)]

@@ -51,7 +51,7 @@ def one_line(text: str) -> str:
 # --- fpmon demo ------------------------------------------------------------------------------
 
 
-def test_demo_shows_the_four_statuses_in_order_and_leaves_nothing_behind(
+def test_demo_shows_learning_and_the_statuses_in_order_and_leaves_nothing_behind(
     fpmon: Callable[..., Run], isolated: Path
 ) -> None:
     tmp = isolated / "tmp"
@@ -61,13 +61,21 @@ def test_demo_shows_the_four_statuses_in_order_and_leaves_nothing_behind(
     assert "\x1b" not in result.out
     table = rows(result.out)
     status_rows = [i for i, r in enumerate(table) if r[0] == "demo" and r[1] in STATUSES]
-    assert [table[i][1] for i in status_rows] == ["first", "same", "new", "changed"]
+    assert [table[i][1] for i in status_rows] == ["first", "learned", "same", "new", "changed"]
     explained = [line.split(":")[0] for line in result.out.splitlines() if line.startswith("-> ")]
-    assert explained == ["-> first", "-> same", "-> new", "-> changed"]
-    new_at, changed_at = status_rows[2], status_rows[3]
+    assert explained == [
+        "-> first",
+        "-> learned",
+        "-> same",
+        "-> learning is over",
+        "-> new",
+        "-> changed",
+    ]
+    assert result.out.count("demo: learning its served set") == 2
+    new_at, changed_at = status_rows[3], status_rows[4]
     diff = [r for r in table[new_at:changed_at] if r[:2] == ["demo", "fingerprint"]]
     assert len(diff) == 1
-    assert diff[0][2:4] == ["fp_4f1c2a9e07, fp_b83d5e6a10", "fp_e9917c3b55"]
+    assert diff[0][2:4] == ["fp_4f1c2a9e07, fp_71d0c9e2aa, fp_b83d5e6a10", "fp_e9917c3b55"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", diff[0][4])
     assert "changes" in [r[0] for r in table[new_at:changed_at]]
     # Its temporary history is gone, and nothing was written to the user's data or cwd.
