@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -166,7 +167,7 @@ def load_config(
         data: dict[str, Any] = {}
         base_dir = Path.cwd()
     else:
-        data = _read_toml(path)
+        data = read_toml(path)
         targets = _parse_targets(data, str(path))
         base_dir = path.parent
     where = str(path) if path else "environment"
@@ -182,12 +183,15 @@ def load_config(
     )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's content, or a one-line ConfigError saying what is wrong with it."""
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -215,14 +219,22 @@ def _parse_targets(data: dict[str, Any], where: str) -> tuple[Target, ...]:
         )
     targets = []
     for name, table in tables.items():
+        section = target_section(name)
         if not isinstance(table, dict):
-            raise ConfigError(f"{where}: targets.{name} must be a table")
-        _check_keys(table, TARGET_KEYS, where, f"[targets.{name}] ")
-        read = _Reader({**defaults, **table}, f"{where}: [targets.{name}]")
+            raise ConfigError(f"{where}: {section} must be a table")
+        _check_keys(table, TARGET_KEYS, where, f"{section} ")
+        read = _Reader({**defaults, **table}, f"{where}: {section}")
         # A bad value inherited from [defaults] is reported where it is written.
         read.inherited = {k: f"{where}: [defaults]" for k in defaults if k not in table}
         targets.append(_build_target(name, read))
     return tuple(targets)
+
+
+def target_section(name: str) -> str:
+    """`[targets.NAME]` as TOML writes it: a name with spaces, dots or newlines is quoted, so a
+    message naming it stays on one line."""
+    bare = re.fullmatch(r"[A-Za-z0-9_-]+", name)
+    return f"[targets.{name if bare else json.dumps(name)}]"
 
 
 def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, section: str) -> None:

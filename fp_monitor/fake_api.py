@@ -154,6 +154,7 @@ class Fault:
     kind: str
     status: int = 500
     body: Any = None
+    """For "status": a dict or list is sent as JSON, a str as text, bytes as they are."""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     location: str = ""
@@ -352,6 +353,8 @@ def _status_error(status: int, model: str | None) -> dict[str, Any]:
 def _fault_reply(fault: Fault, model: str | None) -> _Reply:
     if fault.kind == "status":
         body = _status_error(fault.status, model) if fault.body is None else fault.body
+        if isinstance(body, bytes):  # any bytes at all: invalid UTF-8, deep nesting...
+            return _Reply(fault.status, body, {"content-type": "application/json"})
         if isinstance(body, str):
             return _Reply(fault.status, body.encode(), {"content-type": "text/plain"})
         return _json_reply(fault.status, body)

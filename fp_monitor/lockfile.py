@@ -7,7 +7,6 @@ TOML has no null: values are fpmon's tokens ("<null>", "<absent>", "" or the str
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 import tomli_w
 
+from fp_monitor.config import read_toml, target_section
 from fp_monitor.errors import ConfigError
 from fp_monitor.fileio import write_atomic
 from fp_monitor.models import LockEntry
@@ -26,15 +26,9 @@ HEADER = "# Accepted backend fingerprints. Written by `fpmon accept`; review and
 
 def read_lock(path: Path) -> dict[str, LockEntry]:
     """The lock's entries by target; empty when the file does not exist."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the lock file: {exc.strerror}") from None
+    data = read_toml(path)
     version = data.get("version")
     if version != LOCK_VERSION:
         found = "no version" if version is None else f"version {version!r}"
@@ -50,16 +44,16 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
 
 def _entry(path: Path, name: str, table: Any) -> LockEntry:
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [targets.{name}] must be a table")
+        raise ConfigError(f"{path}: {target_section(name)} must be a table")
     values = {}
     for key in ("fingerprints", "models"):
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{path}: [targets.{name}] {key}: expected a list of strings")
+            raise ConfigError(f"{path}: {target_section(name)} {key}: expected a list of strings")
         values[key] = frozenset(value)
     accepted_at = table.get("accepted_at")
     if accepted_at is not None and not isinstance(accepted_at, datetime):
-        raise ConfigError(f"{path}: [targets.{name}] accepted_at: expected a date-time")
+        raise ConfigError(f"{path}: {target_section(name)} accepted_at: expected a date-time")
     return LockEntry(values["fingerprints"], values["models"], accepted_at)
 
 
