@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -127,14 +127,9 @@ async def with_stdlib(url: str, n: int) -> None:
     assert all(r.startswith(b"HTTP/1.1 200") for r in replies)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=150)
-    parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-
-    clients: dict[str, Callable[[str, int], Awaitable[None]]] = {
+def clients_to_compare() -> dict[str, Callable[[str, int], Coroutine[None, None, None]]]:
+    """Every client installed here, fpmon's own probe first."""
+    clients: dict[str, Callable[[str, int], Coroutine[None, None, None]]] = {
         "fpmon probe (httpx2, as shipped)": with_fpmon_probe,
         "httpx2 default transport": with_httpx2,
         "httpx2, keep-alive off": with_httpx2_no_keepalive,
@@ -146,6 +141,16 @@ def main() -> None:
     if importlib.util.find_spec("aiohttp"):
         clients["aiohttp (bare)"] = with_aiohttp
     clients["stdlib asyncio (floor)"] = with_stdlib
+    return clients
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=150)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    clients = clients_to_compare()
 
     server, base_url = start_fake(args.latency)
     url = base_url + "/chat/completions"
