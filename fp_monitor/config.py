@@ -9,6 +9,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ TARGET_KEYS = (
     "learn_unseen",
     "learn_max",
 )
-TOP_KEYS = ("history", "baseline", "defaults", "targets")
+TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets")
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
 _LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
 _AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
@@ -64,6 +65,23 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration; write it like 30s, 5m, 2h or 7d")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """A duration back from `now` ('30d', '0s') or an ISO date or time (UTC unless it says
+    otherwise) -> an aware datetime; ValueError names both forms."""
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (30d, 12h, 0s) nor an ISO date "
+            "(2026-11-01 or 2026-11-01T10:00:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,8 @@ class Config:
     """The file the config came from; None when targets came from the environment."""
     history: Path
     baseline: Path
+    retention: float | None = None
+    """Seconds of history `fpmon prune` keeps when no --older-than is given."""
 
     def select(self, names: list[str]) -> tuple[Target, ...]:
         """The named targets (all enabled ones when none are named); unknown names are errors."""
@@ -115,11 +135,11 @@ class Config:
         by_name = {t.name: t for t in self.targets}
         for name in names:
             if name not in by_name:
-                raise ConfigError(f"unknown target {name!r}{_did_you_mean(name, by_name)}")
+                raise ConfigError(f"unknown target {name!r}{did_you_mean(name, by_name)}")
         return tuple(by_name[n] for n in dict.fromkeys(names))
 
 
-def _did_you_mean(word: str, choices: Any) -> str:
+def did_you_mean(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -153,12 +173,14 @@ def load_config(
     *,
     history: Path | None = None,
     baseline: Path | None = None,
+    require_targets: bool = True,
 ) -> Config:
-    """Find and validate the configuration; flags and env override the file's paths."""
+    """Find and validate the configuration; flags and env override the file's paths.
+    `require_targets=False`: commands that only read the history run with no config at all."""
     path = find_config_file(explicit)
     if path is None:
         targets = targets_from_environment()
-        if not targets:
+        if not targets and require_targets:
             raise ConfigError(
                 "no configuration found and no provider key in the environment: "
                 "run `fpmon init` to write fpmon.toml, or `fpmon demo` to see fpmon work "
@@ -180,7 +202,18 @@ def load_config(
         source=path,
         history=history or default_history_path(),
         baseline=baseline or base_dir / LOCK_FILENAME,
+        retention=_retention(data, where),
     )
+
+
+def _retention(data: dict[str, Any], where: str) -> float | None:
+    value = data.get("retention")
+    if value is None:
+        return None
+    reader = _Reader(data, f"{where}:")
+    if not isinstance(value, str):
+        raise reader.fail("retention", f'expected a duration like "90d", got {value!r}')
+    return reader.duration("retention", 0.0)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -245,7 +278,7 @@ def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, sec
                 f'export the key and name its variable instead: api_key_env = "MY_API_KEY"'
             )
         if key not in allowed:
-            raise ConfigError(f"{where}: {section}unknown key {key!r}{_did_you_mean(key, allowed)}")
+            raise ConfigError(f"{where}: {section}unknown key {key!r}{did_you_mean(key, allowed)}")
 
 
 class _Reader:
@@ -320,7 +353,7 @@ def _build_target(name: str, read: _Reader) -> Target:
     preset = PRESETS.get(provider)
     if preset is None:
         raise read.fail(
-            "provider", f"unknown provider {provider!r}{_did_you_mean(provider, PRESETS)}"
+            "provider", f"unknown provider {provider!r}{did_you_mean(provider, PRESETS)}"
         )
     base_url = read.string("base_url", preset.base_url or None)
     if base_url is None:

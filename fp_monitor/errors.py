@@ -11,7 +11,8 @@ class ExitCode(IntEnum):
     OK = 0
     """Everything probed, nothing unexpected."""
     UNEXPECTED = 1
-    """An unexpected change (per --fail-on) in at least one target."""
+    """An unexpected change (per --fail-on) in at least one target; for verify and prune, a
+    broken chain."""
     USAGE = 2
     """Usage or configuration error: nothing was probed or written."""
     PROBE_FAILED = 3
@@ -58,3 +59,9 @@ class HistoryError(FpmonError):
     """The history database could not be read or written."""
 
     exit_code = ExitCode.HISTORY
+
+
+class ChainBroken(FpmonError):
+    """The history's hash chain does not hold: a record was edited, deleted or moved."""
+
+    exit_code = ExitCode.UNEXPECTED

@@ -161,3 +161,53 @@ class LockEntry:
     fingerprints: frozenset[str]
     models: frozenset[str]
     accepted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time range of the history: `since` included, `until` excluded; None is open."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One target's check as the history holds it."""
+
+    id: int
+    check_id: str
+    target: str
+    checked_at: datetime
+    status: str
+    fingerprints: frozenset[str] | None
+    """The values of its successful samples; None when every sample failed."""
+    models: frozenset[str] | None
+    samples: int
+    errors: int
+    """Samples that failed."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.fingerprints is not None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An observation as the history holds it, with its record id and check."""
+
+    id: int
+    check_id: str
+    observation: Observation
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recorded observation reduced to what stats read (one is read per sample in range)."""
+
+    check_id: str
+    fingerprint: str | None
+    """Token (see NULL, ABSENT); None when the sample failed."""
+    model: str | None
+    error_kind: str | None
+    latency_ms: float | None

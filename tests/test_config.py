@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from fp_monitor.config import Config, load_config, parse_duration
+from fp_monitor.config import Config, load_config, parse_duration, parse_moment
 from fp_monitor.errors import ConfigError, ExitCode
 from fp_monitor.providers import PRESETS, Auth
 
@@ -550,3 +551,60 @@ def test_a_bad_value_from_defaults_is_reported_in_defaults(tmp_path: Path) -> No
         load_text(tmp_path, '[defaults]\ntimeout = "0s"\n' + target_toml("grok"))
     assert "[defaults] timeout:" in str(caught.value)
     assert "[targets.grok]" not in str(caught.value)
+
+
+# --- retention and reading without targets ----------------------------------------------
+
+
+def test_retention_is_read_in_seconds(tmp_path: Path) -> None:
+    assert load_text(tmp_path, 'retention = "90d"\n' + target_toml("t")).retention == 90 * 86400
+    assert load_text(tmp_path, target_toml("t")).retention is None
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('retention = "90 days"', "retention: '90 days' is not a duration"),
+        ('retention = "0s"', "retention: must be longer than 0s"),
+        ("retention = 90", 'retention: expected a duration like "90d"'),
+        ('retension = "90d"', "unknown key 'retension' (did you mean 'retention'?)"),
+    ],
+)
+def test_bad_retention_is_one_line_naming_the_key(tmp_path: Path, line: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, f"{line}\n" + target_toml("t"))
+    assert info.value.exit_code == 2
+    assert fragment in str(info.value)
+    assert "fpmon.toml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_reading_commands_need_no_config_and_no_key() -> None:
+    config = load_config(history=Path("h.db"), require_targets=False)
+    assert (config.targets, config.history, config.retention) == ((), Path("h.db"), None)
+    with pytest.raises(ConfigError):
+        load_config(history=Path("h.db"))
+
+
+NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("30d", NOW - timedelta(days=30)),
+        ("0s", NOW),
+        ("12h", NOW - timedelta(hours=12)),
+        ("2026-11-01", datetime(2026, 11, 1, tzinfo=UTC)),
+        ("2026-11-01T10:30:00Z", datetime(2026, 11, 1, 10, 30, tzinfo=UTC)),
+        ("2026-11-01T12:30:00+02:00", datetime(2026, 11, 1, 10, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_moment(text: str, moment: datetime) -> None:
+    parsed = parse_moment(text, NOW)
+    assert parsed == moment and parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01", "30 days", "-5d"])
+def test_parse_moment_rejects_naming_both_forms(text: str) -> None:
+    with pytest.raises(ValueError, match=r"neither a duration .* nor an ISO date"):
+        parse_moment(text, NOW)

@@ -220,11 +220,24 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("first_seen", "TEXT", 1, None, 0),
         ("samples", "INTEGER", 1, "0", 0),
     ],
+    "chain_checkpoints": [
+        ("id", "INTEGER", 0, None, 1),
+        ("kind", "TEXT", 1, None, 0),
+        ("after_id", "INTEGER", 1, None, 0),
+        ("from_hash", "TEXT", 1, None, 0),
+        ("hash", "TEXT", 1, None, 0),
+        ("records", "INTEGER", 1, None, 0),
+        ("created_at", "TEXT", 1, None, 0),
+    ],
 }
 EXPECTED_INDEXES = {
     ("observations_target", "observations", ("target", "id")),
     ("observations_check", "observations", ("check_id",)),
     ("checks_target", "checks", ("target", "id")),
+    ("observations_time", "observations", ("observed_at",)),
+    ("observations_target_time", "observations", ("target", "observed_at")),
+    ("observations_hash", "observations", ("hash",)),
+    ("checks_target_time", "checks", ("target", "checked_at")),
 }
 
 

@@ -1,0 +1,159 @@
+"""The tamper-evident chain: each observation's hash covers its content and the hash of the
+record before it. Pure: the hash, and the walk that `fpmon verify` and `fpmon prune` run.
+
+A chain can legitimately break in two places, each recorded as a checkpoint when it happens:
+`prune` deleted the oldest records (the first record kept chains to the last one deleted) and
+`import` appended records from another history (their first one chains to a record of that
+history). Every other break is an edit, a deletion or a move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+GENESIS_HASH = "0" * 64
+
+# The chained content of an observation: every column but id and hash, in this order.
+CHAINED_COLUMNS = (
+    "check_id",
+    "observed_at",
+    "source",
+    "target",
+    "provider",
+    "base_url",
+    "requested_model",
+    "resolved_model",
+    "fingerprint",
+    "fingerprint_state",
+    "response_id",
+    "request_id",
+    "http_status",
+    "latency_ms",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "headers",
+    "error_kind",
+    "error_message",
+    "request_shape",
+    "raw_response",
+    "prev_hash",
+)
+
+
+class Row(Protocol):
+    """A record by column name: a dict, or the sqlite3.Row that verify reads by the million."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def chain_hash(row: Row) -> str:
+    canonical = json.dumps([row[c] for c in CHAINED_COLUMNS], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CheckpointKind(StrEnum):
+    PRUNE = "prune"
+    """The records up to `after_id` were deleted by `fpmon prune`."""
+    IMPORT = "import"
+    """The records after `after_id` were imported and continue another history's chain."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A recorded break: the chain had reached `from_hash`; the next record chains to `hash`."""
+
+    kind: CheckpointKind
+    after_id: int
+    from_hash: str
+    hash: str
+    records: int
+    """How many records the prune deleted (0 for an import)."""
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place where the stored chain does not hold."""
+
+    id: int
+    """The record that does not verify; for a checkpoint, the record it follows."""
+    problem: str
+    target: str | None = None
+    """None when the break is a checkpoint's rather than a record's."""
+    observed_at: str | None = None
+
+    def describe(self) -> str:
+        if self.target is None:
+            return f"the checkpoint after record {self.id} {self.problem}"
+        return f"record {self.id} ({self.target}, {self.observed_at}) {self.problem}"
+
+
+@dataclass(frozen=True)
+class Walk:
+    records: int
+    """Records walked (up to and including the broken one)."""
+    head_id: int
+    head_hash: str
+    """The last record that verified (or the checkpoint or genesis the chain starts from)."""
+    broken: Break | None
+
+
+def walk(rows: Iterable[Row], checkpoints: Sequence[Checkpoint]) -> Walk:
+    """Check each row (in id order: id, hash and the chained columns) against its own hash and
+    against the record before it, crossing the recorded checkpoints; stop at the first break."""
+    head_id, expected = 0, GENESIS_HASH
+    prunes = [c for c in checkpoints if c.kind is CheckpointKind.PRUNE]
+    for prune in prunes:
+        # Each prune continues from where the one before it stopped: a deleted or edited
+        # checkpoint cannot hide records.
+        if prune.from_hash != expected:
+            return Walk(0, head_id, expected, _checkpoint_break(prune))
+        head_id, expected = prune.after_id, prune.hash
+    junctions = sorted(
+        (c for c in checkpoints if c.kind is CheckpointKind.IMPORT and c.after_id >= head_id),
+        key=lambda c: c.after_id,
+    )
+    count = 0
+    for row in rows:
+        count += 1
+        while junctions and junctions[0].after_id < row["id"]:
+            junction = junctions.pop(0)
+            if junction.from_hash != expected:
+                return Walk(count, head_id, expected, _break(row, _link_problem(head_id, row)))
+            expected = junction.hash
+        if chain_hash(row) != row["hash"]:
+            problem = "was edited: its content no longer matches its hash"
+            return Walk(count, head_id, expected, _break(row, problem))
+        if row["prev_hash"] != expected:
+            return Walk(count, head_id, expected, _break(row, _link_problem(head_id, row)))
+        head_id, expected = row["id"], row["hash"]
+    if junctions:
+        return Walk(count, head_id, expected, _checkpoint_break(junctions[0]))
+    return Walk(count, head_id, expected, None)
+
+
+def _link_problem(previous_id: int, row: Row) -> str:
+    before = f"the record before it (id {previous_id})" if previous_id else "the start of the chain"
+    if row["id"] != previous_id + 1:
+        return f"does not follow {before}: a record between them was deleted"
+    return f"does not follow {before}: it was moved out of order, or a record was deleted"
+
+
+def _break(row: Row, problem: str) -> Break:
+    return Break(int(row["id"]), problem, str(row["target"]), str(row["observed_at"]))
+
+
+def _checkpoint_break(checkpoint: Checkpoint) -> Break:
+    return Break(
+        checkpoint.after_id,
+        f"({checkpoint.kind.value}, {checkpoint.created_at:%Y-%m-%d %H:%M} UTC) does not match "
+        "the records around it: a record or a checkpoint was deleted or edited",
+    )
