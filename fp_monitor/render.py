@@ -7,11 +7,13 @@ cursor.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
 import unicodedata
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,11 +23,14 @@ from rich.table import Table
 from rich.text import Text
 
 from fp_monitor.config import Config, Target
-from fp_monitor.models import ABSENT, NULL, CheckResult, Status, TargetResult
+from fp_monitor.models import ABSENT, NULL, CheckResult, Recorded, Status, TargetResult
 from fp_monitor.providers import Auth
 
 if TYPE_CHECKING:
     from fp_monitor.accept import AcceptResult
+    from fp_monitor.audit import Imported, Pruned, Verified
+    from fp_monitor.stats import Share, TargetStats
+    from fp_monitor.timeline import Run
 
 CELL_LIMIT = 64
 _PIPED_WIDTH = 100_000  # piped output never wraps a row, whatever the terminal width
@@ -199,11 +204,16 @@ def _json_values(tokens: Iterable[str] | None) -> list[str | None] | None:
     return None if tokens is None else [json_value(t) for t in tokens]
 
 
+def iso(moment: datetime) -> str:
+    """A time in the JSON contract: ISO 8601, UTC, with a Z."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def check_json(result: CheckResult) -> dict[str, Any]:
     return {
         "version": 1,
         "exit_code": int(result.exit_code),
-        "checked_at": result.checked_at.isoformat().replace("+00:00", "Z"),
+        "checked_at": iso(result.checked_at),
         "check_id": result.check_id,
         "recorded": result.recorded,
         "targets": [
@@ -307,3 +317,352 @@ def render_accept(lock_path: Path, result: AcceptResult) -> None:
         )
     if any(c.changed for c in result.changes):
         print(f"wrote {lock_path}: review and commit it")
+
+
+# --- reading the history ----------------------------------------------------------------
+
+RUN_FIELDS = (
+    "target",
+    "fingerprints",
+    "models",
+    "first_seen",
+    "last_seen",
+    "checks",
+    "observations",
+    "errors",
+)
+OBSERVATION_FIELDS = (
+    "id",
+    "check_id",
+    "observed_at",
+    "target",
+    "provider",
+    "base_url",
+    "requested_model",
+    "model",
+    "fingerprint",
+    "fingerprint_state",
+    "response_id",
+    "request_id",
+    "status_code",
+    "latency_ms",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "headers",
+    "error",
+    "request_shape",
+    "raw_response",
+)
+TIMELINE_GLYPHS = {"served": "█", "not_served": "·", "no_check": " "}
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "target": run.target,
+        "fingerprints": _json_values(run.fingerprints),
+        "models": _json_values(run.models),
+        "first_seen": iso(run.first_seen),
+        "last_seen": iso(run.last_seen),
+        "checks": run.checks,
+        "observations": run.observations,
+        "errors": run.errors,
+    }
+
+
+def observation_json(record: Recorded) -> dict[str, Any]:
+    # Imported here: commands that never read the history do not load sqlite3.
+    from fp_monitor.history import fingerprint_columns
+
+    o = record.observation
+    return {
+        "id": record.id,
+        "check_id": record.check_id,
+        "observed_at": iso(o.observed_at),
+        "target": o.target,
+        "provider": o.provider,
+        "base_url": o.base_url,
+        "requested_model": o.requested_model,
+        "model": o.resolved_model,
+        "fingerprint": None if o.fingerprint is None else json_value(o.fingerprint),
+        "fingerprint_state": fingerprint_columns(o.fingerprint)[1],
+        "response_id": o.response_id,
+        "request_id": o.request_id,
+        "status_code": o.http_status,
+        "latency_ms": o.latency_ms,
+        "attempts": o.attempts,
+        "prompt_tokens": o.usage.prompt_tokens,
+        "completion_tokens": o.usage.completion_tokens,
+        "total_tokens": o.usage.total_tokens,
+        "headers": o.headers,
+        "error": None
+        if o.error_kind is None
+        else {"kind": o.error_kind.value, "status_code": o.http_status, "message": o.error_message},
+        "request_shape": o.request_shape,
+        "raw_response": o.raw_response,
+    }
+
+
+def runs_table(runs: Sequence[Run]) -> Table:
+    table = _table(
+        "target", "fingerprints", "models", "first seen", "last seen", "checks", "samples", "errors"
+    )
+    for run in runs:
+        table.add_row(
+            Text(clean(run.target)),
+            Text(show_values(run.fingerprints), style="" if run.fingerprints else "red"),
+            Text(show_values(run.models)),
+            Text(_when(run.first_seen)),
+            Text(_when(run.last_seen)),
+            Text(str(run.checks)),
+            Text(str(run.observations)),
+            Text(str(run.errors), style="red" if run.errors else ""),
+        )
+    return table
+
+
+def observations_table(records: Sequence[Recorded]) -> Table:
+    table = _table("id", "time", "target", "fingerprint", "model", "http", "latency", "error")
+    for record in records:
+        o = record.observation
+        error = f"{o.error_kind.value}: {clean(o.error_message or '')}" if o.error_kind else ""
+        table.add_row(
+            Text(str(record.id)),
+            Text(o.observed_at.strftime("%Y-%m-%d %H:%M:%S")),
+            Text(clean(o.target)),
+            Text("-" if o.fingerprint is None else show_value(o.fingerprint)),
+            Text(show_value(o.resolved_model) if o.resolved_model is not None else "-"),
+            Text(str(o.http_status) if o.http_status is not None else "-"),
+            Text(show_latency(o.latency_ms)),
+            Text(shorten(error, 80), style="red"),
+        )
+    return table
+
+
+def render_runs(runs: Sequence[Run], output_format: str, stdout: IO[str]) -> None:
+    if output_format == "table":
+        _print_table(runs_table(runs), bool(runs), "no checks in this range", stdout)
+    else:
+        records = [run_json(r) for r in runs]
+        _print_records("runs", records, RUN_FIELDS, output_format, stdout)
+
+
+def render_observations(records: Sequence[Recorded], output_format: str, stdout: IO[str]) -> None:
+    if output_format == "table":
+        table = observations_table(records)
+        _print_table(table, bool(records), "no observations in this range", stdout)
+    else:
+        rows = [observation_json(r) for r in records]
+        _print_records("observations", rows, OBSERVATION_FIELDS, output_format, stdout)
+
+
+def _print_table(table: Table, rows: bool, empty: str, stdout: IO[str]) -> None:
+    console = make_console(stdout)
+    if rows:
+        console.print(table)
+    else:
+        console.print(Text(empty, style="dim"))
+
+
+def _print_records(
+    name: str,
+    records: list[dict[str, Any]],
+    fields: tuple[str, ...],
+    output_format: str,
+    stdout: IO[str],
+) -> None:
+    """json: one document; jsonl: one object per line; csv: a header row, then one row per
+    object, lists and objects as JSON text (so null, "" and "<absent>" stay distinct)."""
+    if output_format == "json":
+        stdout.write(json.dumps({"version": 1, name: records}, indent=2, ensure_ascii=False))
+        stdout.write("\n")
+    elif output_format == "jsonl":
+        for record in records:
+            stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.DictWriter(stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else value
+
+
+def show_duration(delta: timedelta | None) -> str:
+    """'3d 4h', '12m', '45s': the two largest units."""
+    if delta is None:
+        return "-"
+    seconds = int(delta.total_seconds())
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
+
+
+def _shares(shares: Sequence[Share]) -> str:
+    return ", ".join(f"{show_value(s.value)} {s.share:.0%}" for s in shares) or "-"
+
+
+def stats_table(stats: Sequence[TargetStats]) -> Table:
+    table = _table(
+        "target",
+        "checks",
+        "fingerprints",
+        "models",
+        "served now (share of samples)",
+        "new",
+        "between new",
+        "flap rate",
+        "errors",
+        "p50",
+        "p95",
+    )
+    for s in stats:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in s.errors_by_kind)
+        table.add_row(
+            Text(clean(s.target)),
+            Text(str(s.checks)),
+            Text(str(len(s.fingerprints))),
+            Text(str(len(s.models))),
+            Text(_shares(s.served_fingerprints)),
+            Text(str(s.new_events), style="bold red" if s.new_events else ""),
+            Text(show_duration(s.median_between_new)),
+            Text(_percent(s.flap_rate)),
+            Text(_percent(s.error_rate) + (f" ({kinds})" if kinds else "")),
+            Text(show_latency(s.latency_p50_ms)),
+            Text(show_latency(s.latency_p95_ms)),
+        )
+    return table
+
+
+def timeline_title(stats: TargetStats) -> str:
+    timeline = stats.timeline
+    cells = len(timeline.rows[0].cells) if timeline.rows else 1
+    per_cell = show_duration((timeline.end - timeline.start) / cells)
+    return (
+        f"{clean(stats.target)}: fingerprints from {_when(timeline.start)} to "
+        f"{_when(timeline.end)}, {per_cell} per cell (█ served, · checked without it)"
+    )
+
+
+def timeline_table(stats: TargetStats) -> Table:
+    """One row per fingerprint, time along the row."""
+    table = _table("fingerprint", "timeline")
+    table.show_header = False
+    for row in stats.timeline.rows:
+        glyphs = "".join(TIMELINE_GLYPHS[c.value] for c in row.cells)
+        table.add_row(Text(show_value(row.value)), Text(glyphs, style="green"))
+    return table
+
+
+def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
+    console = make_console(stdout)
+    if not stats:
+        console.print(Text("no checks in this range", style="dim"))
+        return
+    console.print(stats_table(stats))
+    for target in stats:
+        console.print()
+        console.print(Text(timeline_title(target)))
+        console.print(timeline_table(target))
+
+
+def _share_json(shares: Sequence[Share]) -> list[dict[str, Any]]:
+    return [{"value": json_value(s.value), "share": round(s.share, 4)} for s in shares]
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "since": iso(since),
+        "until": iso(now),
+        "targets": [
+            {
+                "name": s.target,
+                "first_check": iso(s.start),
+                "checks": s.checks,
+                "successful_checks": s.successful_checks,
+                "observations": s.observations,
+                "fingerprints": _json_values(s.fingerprints),
+                "models": _json_values(s.models),
+                "served": {
+                    "checks": s.served_checks,
+                    "fingerprints": _share_json(s.served_fingerprints),
+                    "models": _share_json(s.served_models),
+                },
+                "new_events": s.new_events,
+                "median_between_new_s": None
+                if s.median_between_new is None
+                else s.median_between_new.total_seconds(),
+                "changed": s.changed,
+                "flap_rate": _rate(s.flap_rate),
+                "errors": s.errors,
+                "error_rate": _rate(s.error_rate),
+                "errors_by_kind": {
+                    kind: {"count": count, "rate": _rate(count / s.observations)}
+                    for kind, count in s.errors_by_kind
+                },
+                "latency_ms": {"p50": s.latency_p50_ms, "p95": s.latency_p95_ms},
+            }
+            for s in stats
+        ],
+    }
+
+
+# --- the audit trail --------------------------------------------------------------------
+
+
+def render_verified(verified: Verified) -> None:
+    print(f"verified {verified.records} records: the chain is intact")
+    print(f"head: record {verified.head_id}, hash {verified.head_hash}")
+    for c in verified.checkpoints:
+        when = c.created_at.strftime("%Y-%m-%d %H:%M UTC")
+        if c.kind.value == "prune":
+            print(f"checkpoint: {when} prune deleted {c.records} records up to record {c.after_id}")
+        else:
+            print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
+
+
+def render_imported(source: Path, history: Path, imported: Imported) -> None:
+    for problem in imported.invalid:
+        print(clean(problem), file=sys.stderr)
+    for line in imported.junctions:
+        print(
+            f"{source}:{line}: continues a chain that is not in this history (pruned, another "
+            "machine's, or records missing from the file): recorded as an import checkpoint",
+            file=sys.stderr,
+        )
+    print(
+        f"imported {imported.appended} records ({imported.checks} checks) into {history}; "
+        f"{imported.present} already present and {len(imported.invalid)} invalid lines skipped"
+    )
+
+
+def render_pruned(history: Path, pruned: Pruned) -> None:
+    verb = "would prune" if pruned.dry_run else "pruned"
+    print(
+        f"{verb} {pruned.observations} observations and {pruned.checks} checks older than "
+        f"{_when(pruned.cutoff)} from {history}; the known values and each target's latest "
+        "successful check are kept"
+    )
+    if not pruned.dry_run:
+        print(f"size: {_mib(pruned.size_before)} -> {_mib(pruned.size_after)}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"

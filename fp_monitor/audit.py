@@ -1,0 +1,296 @@
+"""The audit trail as core functions: `fpmon verify`, `export`, `import` and `prune`.
+
+Export writes one record per line exactly as stored (with `prev_hash` and `hash`); import
+appends the records in the file's order with those hashes, so that the chain verifies as it was
+written, and rebuilds from them the checks and known values that detection reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from fp_monitor.chain import CHAINED_COLUMNS, Checkpoint, chain_hash, walk
+from fp_monitor.config import Config
+from fp_monitor.detect import detect
+from fp_monitor.errors import ChainBroken, ConfigError
+from fp_monitor.fileio import open_atomic
+from fp_monitor.history import (
+    Appended,
+    History,
+    observation_from_row,
+    parse_timestamp,
+    timestamp,
+)
+from fp_monitor.models import ErrorKind
+from fp_monitor.reading import missing_history, open_history
+
+EXPORT_VERSION = 1
+IMPORT_BATCH = 5000
+"""Records per write transaction: a long import lets concurrent checks in between."""
+EXPORT_FIELDS = (*CHAINED_COLUMNS, "hash")
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_STATES = (None, "value", "null", "empty", "absent")
+_ERROR_KINDS = frozenset(kind.value for kind in ErrorKind)
+# (type, may be null) per exported field, as the observations table declares them.
+_FIELD_TYPES: dict[str, tuple[type, bool]] = {
+    "check_id": (str, False),
+    "observed_at": (str, False),
+    "source": (str, False),
+    "target": (str, False),
+    "provider": (str, False),
+    "base_url": (str, False),
+    "requested_model": (str, False),
+    "resolved_model": (str, True),
+    "fingerprint": (str, True),
+    "fingerprint_state": (str, True),
+    "response_id": (str, True),
+    "request_id": (str, True),
+    "http_status": (int, True),
+    "latency_ms": (float, True),
+    "attempts": (int, False),
+    "prompt_tokens": (int, True),
+    "completion_tokens": (int, True),
+    "total_tokens": (int, True),
+    "headers": (str, False),
+    "error_kind": (str, True),
+    "error_message": (str, True),
+    "request_shape": (str, False),
+    "raw_response": (str, True),
+    "prev_hash": (str, False),
+    "hash": (str, False),
+}
+
+
+@dataclass(frozen=True)
+class Verified:
+    records: int
+    head_id: int
+    head_hash: str
+    checkpoints: tuple[Checkpoint, ...]
+
+
+@dataclass(frozen=True)
+class Imported:
+    appended: int
+    present: int
+    """Records skipped because a record with the same hash was already in the history."""
+    checks: int
+    """Checks rebuilt from the appended records."""
+    invalid: tuple[str, ...]
+    """One line per skipped line of the file: where and why."""
+    junctions: tuple[int, ...]
+    """Line numbers of records that continue another chain than this history's."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    cutoff: datetime
+    observations: int
+    checks: int
+    dry_run: bool
+    size_before: int
+    size_after: int
+
+
+def verify_history(path: Path) -> Verified:
+    """Walk the whole chain; ChainBroken names the first record that does not verify."""
+    with open_history(path) as history:
+        checkpoints = history.checkpoints()
+        result = walk(history.iter_chain(), checkpoints)
+    if result.broken is not None:
+        raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
+    return Verified(result.records, result.head_id, result.head_hash, tuple(checkpoints))
+
+
+def export_history(path: Path, output: Path | None, stdout: IO[str]) -> int:
+    """Write every record as a JSON line to `output` (atomically, owner-only) or `stdout`."""
+    with open_history(path) as history:
+        if output is None:
+            return _write_records(history, stdout)
+        with open_atomic(output, mode=0o600) as handle:
+            return _write_records(history, handle)
+
+
+def _write_records(history: History, handle: IO[str]) -> int:
+    count = 0
+    for row in history.iter_chain():
+        record = {"version": EXPORT_VERSION, **{f: row[f] for f in EXPORT_FIELDS}}
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def import_history(path: Path, source: Path) -> Imported:
+    """Append the records of an export file that the history does not hold yet."""
+    invalid: list[str] = []
+    junctions: list[int] = []
+    appended = present = checks = 0
+    with _open_input(source) as stream, History.open(path) as history:
+        groups = _check_groups(_valid_records(stream, source, invalid))
+        for batch in _batches(groups, IMPORT_BATCH):
+            with history.write():
+                for group in batch:
+                    new = []
+                    for line, record in group:
+                        outcome = history.append_record(record)
+                        if outcome is Appended.PRESENT:
+                            present += 1
+                            continue
+                        new.append(record)
+                        if outcome is Appended.SPLICED:
+                            junctions.append(line)
+                    if new:
+                        _rebuild_check(history, new)
+                        appended += len(new)
+                        checks += 1
+    return Imported(appended, present, checks, tuple(invalid), tuple(junctions))
+
+
+def _rebuild_check(history: History, records: Sequence[Mapping[str, Any]]) -> None:
+    """The check row and known values of imported records, with the status detection gives
+    them against the history as it stands (the lock is not consulted)."""
+    observations = [observation_from_row(r) for r in records]
+    target = observations[0].target
+    result = detect(target, observations, history.facts(target), samples=len(observations))
+    checked_at = max(o.observed_at for o in observations)
+    history.record_check(records[0]["check_id"], checked_at, result, observations)
+
+
+@contextmanager
+def _open_input(source: Path) -> Iterator[BinaryIO]:
+    if str(source) == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = source.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+    with handle:
+        yield handle
+
+
+def _valid_records(
+    stream: Iterable[bytes], source: Path, invalid: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each valid line; each other non-blank line is noted."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, parse_record(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            invalid.append(f"{source}:{number}: not a valid record, skipped: {exc}")
+
+
+def parse_record(text: str) -> dict[str, Any]:
+    """One exported line -> its record; ValueError says what is wrong with it."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    if data.get("version") != EXPORT_VERSION:
+        raise ValueError(f"expected version {EXPORT_VERSION}, got {data.get('version')!r}")
+    record = {}
+    for field in EXPORT_FIELDS:
+        if field not in data:
+            raise ValueError(f"missing field {field!r}")
+        kind, nullable = _FIELD_TYPES[field]
+        value = data[field]
+        # bool is an int to Python, never to this format
+        if (value is None and not nullable) or (value is not None and (type(value) is not kind)):
+            raise ValueError(f"{field}: expected {kind.__name__}, got {type(value).__name__}")
+        record[field] = value
+    _check_semantics(record)
+    if chain_hash(record) != record["hash"]:
+        raise ValueError("its hash does not match its content (the line was edited)")
+    return record
+
+
+def _check_semantics(record: Mapping[str, Any]) -> None:
+    """What detection and the reading commands rely on when they read the record back."""
+    for field in ("hash", "prev_hash"):
+        if not _HASH.match(record[field]):
+            raise ValueError(f"{field}: expected 64 hex digits")
+    at = record["observed_at"]
+    try:
+        canonical = timestamp(parse_timestamp(at)) == at
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise ValueError(
+            f"observed_at: expected a time like 2026-11-29T10:00:00.000000Z, got {at[:40]!r}"
+        )
+    if record["fingerprint_state"] not in _STATES:
+        raise ValueError(f"fingerprint_state: unknown state {record['fingerprint_state'][:40]!r}")
+    if record["error_kind"] is not None and record["error_kind"] not in _ERROR_KINDS:
+        raise ValueError(f"error_kind: unknown kind {record['error_kind'][:40]!r}")
+    headers = json.loads(record["headers"])
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ValueError("headers: expected a JSON object of strings")
+
+
+def _check_groups(
+    records: Iterable[tuple[int, dict[str, Any]]],
+) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """Consecutive records of one check of one target: a check writes them together."""
+    for _, group in itertools.groupby(records, key=lambda r: (r[1]["check_id"], r[1]["target"])):
+        yield list(group)
+
+
+def _batches(
+    groups: Iterable[list[tuple[int, dict[str, Any]]]], size: int
+) -> Iterator[list[list[tuple[int, dict[str, Any]]]]]:
+    batch: list[list[tuple[int, dict[str, Any]]]] = []
+    count = 0
+    for group in groups:
+        batch.append(group)
+        count += len(group)
+        if count >= size:
+            yield batch
+            batch, count = [], 0
+    if batch:
+        yield batch
+
+
+def prune_history(config: Config, older_than: float | None, now: datetime, dry_run: bool) -> Pruned:
+    """Delete the records older than `older_than` seconds (else the config's `retention`) from
+    the start of the chain, keep a checkpoint so the rest still verifies, and VACUUM."""
+    seconds = older_than if older_than is not None else config.retention
+    if seconds is None:
+        raise ConfigError(
+            'say how much history to keep: --older-than 90d, or retention = "90d" in fpmon.toml'
+        )
+    cutoff = now - timedelta(seconds=seconds)
+    if not config.history.exists():  # pruning never starts an empty history
+        raise missing_history(config.history)
+    size_before = _size(config.history)
+    with History.open(config.history) as history:
+        with history.write():
+            plan = history.prune_plan(cutoff)
+            # Deleting a stretch that was tampered with would erase the evidence.
+            checkpoints = [c for c in history.checkpoints() if c.after_id < plan.last_id]
+            result = walk(history.iter_chain(through_id=plan.last_id), checkpoints)
+            if result.broken is not None:
+                raise ChainBroken(
+                    f"refusing to prune: the chain is broken: {result.broken.describe()}"
+                )
+            if not dry_run:
+                history.prune(plan)
+        if not dry_run and (plan.observations or plan.checks):
+            history.vacuum()
+    return Pruned(
+        cutoff, plan.observations, plan.checks, dry_run, size_before, _size(config.history)
+    )
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())

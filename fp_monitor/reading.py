@@ -1,0 +1,73 @@
+"""`fpmon history` and `fpmon stats` as core functions: open the history read-only, read what
+the time range needs through the indexes, and hand it to the pure computations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fp_monitor.config import did_you_mean
+from fp_monitor.errors import ConfigError, HistoryError
+from fp_monitor.history import History
+from fp_monitor.models import Recorded, Window
+from fp_monitor.stats import TargetStats, target_stats
+from fp_monitor.timeline import Run, newest_runs, runs_newest_first
+
+
+def read_runs(path: Path, target: str | None, window: Window, limit: int) -> list[Run]:
+    """The `limit` most recently seen runs in `window`, oldest first."""
+    with open_history(path) as history:
+        names = targets(history, target)
+        return newest_runs(
+            (runs_newest_first(history.iter_checks(n, window)) for n in names), limit
+        )
+
+
+def read_observations(path: Path, target: str | None, window: Window, limit: int) -> list[Recorded]:
+    """The newest `limit` observations in `window`, oldest first."""
+    with open_history(path) as history:
+        targets(history, target)
+        return history.observations(target, window, limit)[::-1]
+
+
+def read_stats(path: Path, target: str | None, since: datetime, now: datetime) -> list[TargetStats]:
+    """The figures of each target checked since `since` (of `target` only, when named)."""
+    window = Window(since=since)
+    found = []
+    with open_history(path) as history:
+        for name in targets(history, target):
+            checks = list(history.iter_checks(name, window))[::-1]
+            if checks:
+                samples = history.samples(name, window)
+                found.append(
+                    target_stats(name, checks, samples, start=checks[0].checked_at, end=now)
+                )
+    return found
+
+
+@contextmanager
+def open_history(path: Path) -> Iterator[History]:
+    """The history at `path`, read-only; a missing one is an error, not an empty history."""
+    history = History.open_readonly(path)
+    if history is None:
+        raise missing_history(path)
+    with history:
+        yield history
+
+
+def missing_history(path: Path) -> HistoryError:
+    return HistoryError(f"no history at {path}: run `fpmon check` to start one, or pass --history")
+
+
+def targets(history: History, target: str | None) -> list[str]:
+    """[target] when it is in the history (a ConfigError when not), else every target."""
+    names = history.targets()
+    if target is None:
+        return names
+    if target not in names:
+        raise ConfigError(
+            f"no target {target!r} in the history {history.path}{did_you_mean(target, names)}"
+        )
+    return [target]
