@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from fp_monitor.chain import CHAINED_COLUMNS, Checkpoint, chain_hash, walk
+from fp_monitor.chain import RECORD_FIELDS, Checkpoint, chain_hash, walk
 from fp_monitor.config import Config
 from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError
@@ -36,7 +36,6 @@ from fp_monitor.reading import missing_history, open_history
 EXPORT_VERSION = 1
 IMPORT_BATCH = 5000
 """Records per write transaction: a long import lets concurrent checks in between."""
-EXPORT_FIELDS = (*CHAINED_COLUMNS, "hash")
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _STATES = (None, "value", "null", "empty", "absent")
@@ -104,7 +103,7 @@ class Pruned:
 
 def verify_history(path: Path) -> Verified:
     """Walk the whole chain; ChainBroken names the first record that does not verify."""
-    with open_history(path) as history:
+    with open_history(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
         result = walk(history.iter_chain(), checkpoints)
     if result.broken is not None:
@@ -124,7 +123,7 @@ def export_history(path: Path, output: Path | None, stdout: IO[str]) -> int:
 def _write_records(history: History, handle: IO[str]) -> int:
     count = 0
     for row in history.iter_chain():
-        record = {"version": EXPORT_VERSION, **{f: row[f] for f in EXPORT_FIELDS}}
+        record = {"version": EXPORT_VERSION, **{f: row[f] for f in RECORD_FIELDS}}
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count
@@ -139,10 +138,14 @@ def import_history(path: Path, source: Path) -> Imported:
         groups = _check_groups(_valid_records(stream, source, invalid))
         for batch in _batches(groups, IMPORT_BATCH):
             with history.write():
+                # The observations first, in one statement; then each check, which detection
+                # reads from the checks and known values, not from the observations.
+                outcomes = iter(history.append_records([r for group in batch for _, r in group]))
                 for group in batch:
                     new = []
-                    for line, record in group:
-                        outcome = history.append_record(record)
+                    for (line, record), outcome in zip(
+                        group, itertools.islice(outcomes, len(group)), strict=True
+                    ):
                         if outcome is Appended.PRESENT:
                             present += 1
                             continue
@@ -200,7 +203,7 @@ def parse_record(text: str) -> dict[str, Any]:
     if data.get("version") != EXPORT_VERSION:
         raise ValueError(f"expected version {EXPORT_VERSION}, got {data.get('version')!r}")
     record = {}
-    for field in EXPORT_FIELDS:
+    for field in RECORD_FIELDS:
         if field not in data:
             raise ValueError(f"missing field {field!r}")
         kind, nullable = _FIELD_TYPES[field]

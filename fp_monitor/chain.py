@@ -46,6 +46,8 @@ CHAINED_COLUMNS = (
     "raw_response",
     "prev_hash",
 )
+RECORD_FIELDS = (*CHAINED_COLUMNS, "hash")
+"""A record as it is stored (beside its id) and exported."""
 
 
 class Row(Protocol):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
@@ -331,15 +331,18 @@ TargetArgument = Annotated[
         help="A target name (default: every target in the history).", show_default=False
     ),
 ]
-SinceOption = Annotated[
-    datetime | None,
-    typer.Option(
+
+
+def _when_option(help: str, default: str | None = None) -> Any:
+    """An option that takes a time: a duration back from now, or an ISO date."""
+    return typer.Option(
         parser=_moment,
         metavar="WHEN",
-        help="From this time on: a duration back from now (30d, 12h, 0s) or an ISO date.",
-        show_default=False,
-    ),
-]
+        help=f"{help}: a duration back from now (30d, 12h, 0s) or an ISO date.",
+        # typer passes a default through the parser, so the default is the text
+        default_factory=None if default is None else lambda: default,
+        show_default=default or False,
+    )
 
 
 @app.command("history")
@@ -350,16 +353,8 @@ def history_command(
     observations: Annotated[
         bool, typer.Option("--observations", help="List the raw observations, not runs.")
     ] = False,
-    since: SinceOption = None,
-    until: Annotated[
-        datetime | None,
-        typer.Option(
-            parser=_moment,
-            metavar="WHEN",
-            help="Before this time: a duration back from now (7d, 0s) or an ISO date.",
-            show_default=False,
-        ),
-    ] = None,
+    since: Annotated[datetime | None, _when_option("From this time on")] = None,
+    until: Annotated[datetime | None, _when_option("Before this time")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show the newest N (runs or rows).")] = 50,
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="How to print it.")
@@ -384,16 +379,7 @@ def history_command(
 
 @app.command()
 def stats(
-    since: Annotated[
-        datetime,
-        typer.Option(
-            parser=_moment,
-            default_factory=lambda: "30d",  # typer passes a default through the parser
-            metavar="WHEN",
-            help="From this time on: a duration back from now (30d, 12h) or an ISO date.",
-            show_default="30d",
-        ),
-    ],
+    since: Annotated[datetime, _when_option("From this time on", default="30d")],
     target: TargetArgument = None,
     config: ConfigOption = None,
     history: HistoryOption = None,

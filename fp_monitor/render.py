@@ -235,7 +235,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                     {"kind": e.kind.value, "status_code": e.status_code, "message": e.message}
                     for e in t.errors
                 ],
-                "latency_ms": None if t.latency_ms is None else round(t.latency_ms, 1),
+                "latency_ms": _ms(t.latency_ms),
             }
             for t in result.targets
         ],
@@ -586,6 +586,10 @@ def _rate(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> dict[str, Any]:
     return {
         "version": 1,
@@ -617,7 +621,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                     kind: {"count": count, "rate": _rate(count / s.observations)}
                     for kind, count in s.errors_by_kind
                 },
-                "latency_ms": {"p50": s.latency_p50_ms, "p95": s.latency_p95_ms},
+                "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
             }
             for s in stats
         ],

@@ -20,7 +20,7 @@ from fp_monitor.audit import export_history, import_history, prune_history, veri
 from fp_monitor.chain import GENESIS_HASH, chain_hash
 from fp_monitor.config import Config
 from fp_monitor.errors import ChainBroken, ConfigError, ExitCode, HistoryError
-from fp_monitor.history import MIGRATIONS, History, _observation_row
+from fp_monitor.history import MIGRATIONS, History, observation_row
 from fp_monitor.models import ABSENT, NULL, ErrorKind, Status
 from tests.test_history import (
     EXPECTED_INDEXES,
@@ -429,7 +429,7 @@ def test_a_history_of_the_earlier_schema_migrates_and_verifies(path: Path) -> No
             db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
         previous = GENESIS_HASH
         for n in range(3):  # what append_check wrote under schema 2
-            row = _observation_row(f"c{n}", obs("fp_a", at=T0 + n * DAY), previous)
+            row = observation_row(f"c{n}", obs("fp_a", at=T0 + n * DAY), previous)
             row["hash"] = previous = chain_hash(row)
             db.execute(
                 f"INSERT INTO observations ({', '.join(row)}) VALUES "
