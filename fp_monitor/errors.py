@@ -58,3 +58,9 @@ class HistoryError(FpmonError):
     """The history database could not be read or written."""
 
     exit_code = ExitCode.HISTORY
+
+
+class NotifyError(FpmonError):
+    """A notifier could not deliver: a warning during a check, the failure of `notify test`."""
+
+    exit_code = ExitCode.PROBE_FAILED
