@@ -226,9 +226,12 @@ def _expand(notifier: Notifier, what: str, text: str, environ: Mapping[str, str]
 def _post(hook: Webhook, body: dict[str, Any], environ: Mapping[str, str]) -> None:
     url = _expand(hook, "url", hook.url, environ)
     headers = {"user-agent": f"fpmon/{__version__}", "content-type": "application/json"}
-    headers.update({k: _expand(hook, f"header {k}", v, environ) for k, v in hook.headers.items()})
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    for name, value in hook.headers.items():
+        headers[name] = _expand(hook, f"header {name}", value, environ)
+        if not headers[name].isascii():
+            raise NotifyError(f"notify {hook.name}: header {name}: the value is not ASCII")
+    host = _http_host(url)
+    if host is None:
         raise NotifyError(f"notify {hook.name}: url is not an http:// or https:// URL")
     content = json.dumps(body).encode()
     attempts = 0
@@ -239,6 +242,9 @@ def _post(hook: Webhook, body: dict[str, Any], environ: Mapping[str, str]) -> No
             answer: httpx2.Headers | None = None
             try:
                 response = client.post(url, content=content, headers=headers)
+            except (httpx2.InvalidURL, UnicodeError):
+                # Not the parser's message: it would quote a piece of the (secret) URL.
+                raise NotifyError(f"notify {hook.name}: url is not a valid URL") from None
             except httpx2.TimeoutException:
                 problem, retryable = f"no answer within {hook.timeout:g}s", True
             except httpx2.HTTPError as exc:
@@ -252,12 +258,21 @@ def _post(hook: Webhook, body: dict[str, Any], environ: Mapping[str, str]) -> No
                 retryable = response.status_code in RETRYABLE_STATUS or response.status_code >= 500
             if not retryable or attempts > hook.retries:
                 raise NotifyError(
-                    f"notify {hook.name}: POST to {parts.hostname} failed after "
+                    f"notify {hook.name}: POST to {host} failed after "
                     f"{plural(attempts, 'attempt')}: "
                     f"{redact(clean(problem))[:300]}"
                 )
             # A notifier waits at most its timeout between tries: the watch has checks to run.
             time.sleep(min(retry_delay(answer, attempts), hook.timeout))
+
+
+def _http_host(url: str) -> str | None:
+    """The host of an http:// or https:// URL; None for anything else."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname if parts.scheme in ("http", "https") else None
+    except ValueError:
+        return None
 
 
 def _run(command: Command, notification: Notification, environ: Mapping[str, str]) -> None:

@@ -232,6 +232,40 @@ def test_a_missing_variable_is_named_and_an_expanded_one_is_redacted(tmp_path: P
     assert redact("Bearer tok-9f8e7d6c5b") == "Bearer ***"
 
 
+@pytest.mark.parametrize(
+    ("url", "headers", "message"),
+    [
+        ("http://[::1/${HOOK_PATH}", {}, "notify h: url is not an http:// or https:// URL"),
+        ("http://host:abc/${HOOK_PATH}", {}, "notify h: url is not a valid URL"),
+        ("http://" + "a" * 70 + ".invalid/${HOOK_PATH}", {}, "notify h: url is not a valid URL"),
+        ("${HOOK_PATH}", {}, "notify h: url is not an http:// or https:// URL"),
+        (
+            "http://127.0.0.1:9/",
+            {"X-Name": "${HOOK_NAME}"},
+            "notify h: header X-Name: the value is not ASCII",
+        ),
+    ],
+)
+def test_a_webhook_that_cannot_be_sent_says_why_without_the_url(
+    tmp_path: Path, url: str, headers: dict[str, str], message: str
+) -> None:
+    hook = Webhook(
+        name="h",
+        on=DEFAULT_NOTIFY_ON,
+        targets=None,
+        timeout=1,
+        url=url,
+        format=WebhookFormat.JSON,
+        headers=headers,
+        retries=0,
+    )
+    config = Config((), None, tmp_path / "h.db", tmp_path / "fpmon.lock", (hook,))
+    env = {"HOOK_PATH": "secret-path", "HOOK_NAME": "Zoë"}
+    with pytest.raises(NotifyError) as failed:
+        send(config, hook, sample(Event.NEW, HISTORY), environ=env)
+    assert str(failed.value) == message
+
+
 def test_a_command_does_not_get_the_providers_keys(tmp_path: Path) -> None:
     out = tmp_path / "env.json"
     script = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"

@@ -22,6 +22,8 @@ from tests.e2e.conftest import Spawn, wait_for
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
 PROMETHEUS = Path("/usr/bin/prometheus")
+PROMTOOL = Path("/usr/bin/promtool")
+EXAMPLES = Path(__file__).parents[2] / "examples" / "prometheus"
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -165,13 +167,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def require(binary: Path) -> None:
+    """Skip where the Debian package prometheus is not installed; fail in CI, which has it."""
+    if binary.exists():
+        return
+    if os.environ.get("FPMON_REQUIRE_PROMETHEUS"):
+        pytest.fail(f"{binary} is missing and this run requires it (.ci/run installs it)")
+    pytest.skip(f"{binary} not installed (Debian package prometheus; .ci/run installs it)")
+
+
+def test_the_example_config_and_alert_rules_are_valid_and_fire_when_they_should() -> None:
+    require(PROMTOOL)
+    config = subprocess.run(
+        [PROMTOOL, "check", "config", EXAMPLES / "prometheus.yml"], capture_output=True, text=True
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = Path(__file__).parent / "prometheus" / "fpmon-rules.test.yml"
+    tested = subprocess.run([PROMTOOL, "test", "rules", rules], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 def test_a_real_prometheus_scrapes_the_watch(
     spawn: Spawn, fake: FakeAPI, write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    if not PROMETHEUS.exists():
-        if os.environ.get("FPMON_REQUIRE_PROMETHEUS"):
-            pytest.fail(f"{PROMETHEUS} is missing and this run requires it (.ci/run installs it)")
-        pytest.skip(f"{PROMETHEUS} not installed (Debian package prometheus; .ci/run installs it)")
+    require(PROMETHEUS)
     fake.set_model("legacy", ModelBehaviour([None], resolved_model="gpt-4-0613"))
     write_config(
         fake.base_url, alpha={"model": "model-a", "samples": 2}, legacy={"model": "legacy"}

@@ -17,6 +17,7 @@ import pytest
 
 from fp_monitor.fake_api import FakeAPI, Fault
 from tests.conftest import Run
+from tests.e2e.conftest import recorded
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
 TOKEN = "tok-5c1e7a9d3b"
@@ -66,27 +67,24 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture
-def recorder(isolated: Path) -> tuple[str, Path]:
-    """A command notifier's `run`: appends its environment and stdin to a file, one JSON line."""
-    script = isolated / "record.py"
-    out = isolated / "events.jsonl"
-    script.write_text(
-        "import json, os, sys\n"
-        "names = ['FPMON_EVENT', 'FPMON_TARGET', 'FPMON_STATUS', 'FPMON_BEFORE', 'FPMON_NOW']\n"
-        "env = {k: os.environ[k] for k in names if k in os.environ}\n"
-        "with open(sys.argv[1], 'a') as out:\n"
-        "    out.write(json.dumps({'env': env, 'stdin': json.load(sys.stdin)}) + '\\n')\n"
-    )
-    return f'run = ["{sys.executable}", "{script}", "{out}"]', out
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def with_notify(config: Path, text: str) -> None:
     config.write_text(config.read_text() + text)
+
+
+@pytest.fixture
+def logged(
+    fake: FakeAPI, write_config: Callable[..., Path], recorder: tuple[str, Path]
+) -> Callable[..., Path]:
+    """Target alpha (model-a) and the recorder as notifier `log` for the events `on`; the file
+    that collects what it received."""
+
+    def setup(on: list[str], **alpha: object) -> Path:
+        run, out = recorder
+        config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 2, **alpha})
+        with_notify(config, f'[notify.log]\ntype = "command"\n{run}\non = {json.dumps(on)}\n')
+        return out
+
+    return setup
 
 
 def test_webhook_payloads_in_each_format(
@@ -144,20 +142,15 @@ def test_webhook_payloads_in_each_format(
 
 
 def test_the_command_notifier_gets_the_event_on_stdin_and_in_its_environment(
-    fpmon: Callable[..., Run],
-    fake: FakeAPI,
-    write_config: Callable[..., Path],
-    recorder: tuple[str, Path],
+    fpmon: Callable[..., Run], fake: FakeAPI, logged: Callable[..., Path]
 ) -> None:
-    run, out = recorder
-    config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 2})
-    with_notify(config, f'[notify.log]\ntype = "command"\n{run}\non = ["new", "changed"]\n')
+    out = logged(["new", "changed"])
     assert fpmon("check").code == 0
     fake.rotate("model-a", [C])
     assert fpmon("check").code == 1
     fake.rotate("model-a", [A])
     assert fpmon("check").code == 0
-    new, changed = lines(out)
+    new, changed = recorded(out)
     assert new["env"] == {
         "FPMON_EVENT": "new",
         "FPMON_TARGET": "alpha",
@@ -171,14 +164,9 @@ def test_the_command_notifier_gets_the_event_on_stdin_and_in_its_environment(
 
 
 def test_the_error_streak_holds_across_separate_check_runs(
-    fpmon: Callable[..., Run],
-    fake: FakeAPI,
-    write_config: Callable[..., Path],
-    recorder: tuple[str, Path],
+    fpmon: Callable[..., Run], fake: FakeAPI, logged: Callable[..., Path]
 ) -> None:
-    run, out = recorder
-    config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 2})
-    with_notify(config, f'[notify.log]\ntype = "command"\n{run}\non = ["error", "recovered"]\n')
+    out = logged(["error", "recovered"])
 
     def check(fail: bool) -> int:
         if fail:
@@ -187,28 +175,22 @@ def test_the_error_streak_holds_across_separate_check_runs(
 
     # cron-like: every check is its own process; the streak lives in the history
     assert [check(f) for f in (False, True, True, True, False)] == [0, 3, 3, 3, 0]
-    events = [(e["stdin"]["event"], e["stdin"]["failed_checks"]) for e in lines(out)]
+    events = [(e["stdin"]["event"], e["stdin"]["failed_checks"]) for e in recorded(out)]
     assert events == [("error", 2), ("recovered", 3)]  # once each, not once per failure
-    error = lines(out)[0]["stdin"]
+    error = recorded(out)[0]["stdin"]
     assert error["now"] == [] and error["errors"][0]["kind"] == "server"
     # A streak shorter than error_after was never announced: its end is not either.
     assert [check(f) for f in (True, False)] == [3, 0]
-    assert len(lines(out)) == 2
+    assert len(recorded(out)) == 2
 
 
-def test_error_after_comes_from_the_target_or_its_defaults(
-    fpmon: Callable[..., Run],
-    fake: FakeAPI,
-    write_config: Callable[..., Path],
-    recorder: tuple[str, Path],
+def test_error_after_is_a_target_key(
+    fpmon: Callable[..., Run], fake: FakeAPI, logged: Callable[..., Path]
 ) -> None:
-    run, out = recorder
-    config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 1})
-    text = config.read_text().replace("[defaults]\n", "[defaults]\nerror_after = 1\n")
-    config.write_text(text + f'[notify.log]\ntype = "command"\n{run}\non = ["error"]\n')
+    out = logged(["error"], samples=1, error_after=1)
     fake.add_faults([Fault("status", status=500)])
     assert fpmon("check").code == 3
-    assert [e["stdin"]["failed_checks"] for e in lines(out)] == [1]
+    assert [e["stdin"]["failed_checks"] for e in recorded(out)] == [1]
 
 
 def test_a_failing_notifier_changes_neither_the_record_nor_the_exit_code(

@@ -9,7 +9,6 @@ import pty
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -19,7 +18,7 @@ import pytest
 
 from fp_monitor.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import FPMON, Run
-from tests.e2e.conftest import Spawn, wait_for
+from tests.e2e.conftest import Spawn, recorded, wait_for
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
 
@@ -43,30 +42,15 @@ def count(path: Path, table: str) -> int:
         return 0
 
 
-@pytest.fixture
-def recorder(isolated: Path) -> tuple[Path, Path]:
-    """A command notifier's program: appends its FPMON_EVENT and stdin to a file."""
-    script = isolated / "record.py"
-    script.write_text(
-        "import json, os, sys\n"
-        "with open(sys.argv[1], 'a') as out:\n"
-        "    out.write(json.dumps([os.environ['FPMON_EVENT'], json.load(sys.stdin)]) + '\\n')\n"
-    )
-    return script, isolated / "events.jsonl"
-
-
 def test_count_with_a_rotation_mid_run(
     spawn: Spawn,
     fake: FakeAPI,
     write_config: Callable[..., Path],
-    recorder: tuple[Path, Path],
+    recorder: tuple[str, Path],
 ) -> None:
-    script, events = recorder
+    run, events = recorder
     config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 2})
-    config.write_text(
-        config.read_text()
-        + f'[notify.log]\ntype = "command"\nrun = ["{sys.executable}", "{script}", "{events}"]\n'
-    )
+    config.write_text(config.read_text() + f'[notify.log]\ntype = "command"\n{run}\n')
     proc = spawn("watch", "--every", "300ms", "--jitter", "0", "--count", "4", "--history", "h.db")
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -83,7 +67,7 @@ def test_count_with_a_rotation_mid_run(
     assert found[-1] == "same"
     assert count(history, "observations") == 8
     assert err.startswith("fpmon: watching alpha every 300ms")
-    sent = [line.split('"')[1] for line in events.read_text().splitlines()]
+    sent = [event["env"]["FPMON_EVENT"] for event in recorded(events)]
     assert sent == ["new"]  # the watch notifies like check does
 
 
