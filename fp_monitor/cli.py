@@ -17,8 +17,8 @@ import typer
 from typer.exceptions import TyperException
 
 from fp_monitor import __version__
-from fp_monitor.errors import ExitCode, FpmonError
-from fp_monitor.models import FailOn
+from fp_monitor.errors import ConfigError, ExitCode, FpmonError
+from fp_monitor.models import Event, FailOn
 from fp_monitor.redact import redact
 from fp_monitor.render import clean
 
@@ -109,6 +109,14 @@ SamplesOption = Annotated[
 ]
 
 
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, max=1024, help="Requests in flight at once, over all targets.")
+]
+FailOnOption = Annotated[
+    FailOn, typer.Option(help="What exits 1: a new value, any change, or never.")
+]
+
+
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -130,9 +138,7 @@ def check(
         typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
     ] = False,
     samples: SamplesOption = None,
-    fail_on: Annotated[
-        FailOn, typer.Option(help="What exits 1: a new value, any change, or never.")
-    ] = FailOn.NEW,
+    fail_on: FailOnOption = FailOn.NEW,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Report only: exit 0 instead of 1 or 3.")
     ] = False,
@@ -146,17 +152,28 @@ def check(
         Path | None,
         typer.Option(help="Also write a JUnit XML report here.", show_default=False),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(min=1, max=1024, help="Requests in flight at once, over all targets.")
-    ] = 32,
+    concurrency: ConcurrencyOption = 32,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write Prometheus metrics here (node-exporter textfile, e.g. fpmon.prom).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
     from fp_monitor.config import load_config
+    from fp_monitor.metrics import check_textfile, write_textfile
+    from fp_monitor.notify import notify_check
     from fp_monitor.reports import publish
 
     loaded = load_config(config, history=history, baseline=baseline)
     _warn_insecure(loaded.select(targets or []))
+    if metrics_file is not None:
+        if no_record:
+            raise ConfigError("--metrics-file reads the recorded history: drop --no-record")
+        check_textfile(metrics_file)
     options = CheckOptions(
         samples=samples,
         fail_on=fail_on,
@@ -167,6 +184,10 @@ def check(
     )
     result = run_check(loaded, targets or [], options)
     publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)
+    if metrics_file is not None:
+        write_textfile(metrics_file, loaded, result)
+    for failure in notify_check(loaded, result):
+        _stderr(f"fpmon: warning: {failure}")
     if quiet and result.exit_code == ExitCode.OK:
         return result.exit_code
     _print_check(result, OutputFormat.JSON if as_json else output_format)
@@ -221,6 +242,118 @@ def accept(
     )
     render_accept(loaded.baseline, result)
     return result.exit_code
+
+
+def _duration(text: str) -> float:
+    from fp_monitor.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _percent(text: str) -> float:
+    number = text.strip().removesuffix("%")
+    try:
+        share = float(number) / 100
+    except ValueError:
+        share = -1.0
+    if not (text.strip().endswith("%") or share == 0) or not 0 <= share < 1:
+        raise typer.BadParameter(f"{text!r}: expected a percentage from 0% to 99%, like 10%")
+    return share
+
+
+@app.command()
+def watch(
+    every: Annotated[
+        float,
+        typer.Option(
+            parser=_duration,
+            metavar="DURATION",
+            help="From the start of one check to the next: 30s, 5m, 2h.",
+            show_default=False,
+        ),
+    ],
+    targets: TargetsArgument = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Stop after N checks; exit with the most severe code among them.",
+            show_default=False,
+        ),
+    ] = None,
+    jitter: Annotated[
+        float,
+        typer.Option(
+            parser=_percent,
+            metavar="PERCENT",
+            help="Vary each interval by up to this much, so that watchers started together "
+            "drift apart.",
+        ),
+    ] = "10%",  # type: ignore[assignment]  # typed as on the command line: _percent parses it
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    samples: SamplesOption = None,
+    fail_on: FailOnOption = FailOn.NEW,
+    concurrency: ConcurrencyOption = 32,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on this port at /metrics (0: any free port).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+) -> int:
+    """Check repeatedly; notify on changes and errors, serve Prometheus metrics."""
+    from fp_monitor.check import CheckOptions
+    from fp_monitor.config import load_config
+    from fp_monitor.render import make_console, plural, watch_display
+    from fp_monitor.watch import WatchOptions, run_watch
+
+    loaded = load_config(config, history=history, baseline=baseline)
+    _warn_insecure(loaded.select(targets or []))
+    check_options = CheckOptions(samples=samples, fail_on=fail_on, concurrency=concurrency)
+    options = WatchOptions(
+        every=every,
+        count=count,
+        jitter=jitter,
+        check=check_options,
+        metrics_addr=metrics_addr,
+        metrics_port=metrics_port,
+    )
+    with watch_display(make_console(), _stderr) as display:
+        summary = run_watch(loaded, targets or [], options, display)
+    if summary.stopped_by:
+        done = plural(summary.checks, "check")
+        _stderr(f"fpmon: watch stopped by {summary.stopped_by} after {done}")
+    return summary.exit_code
+
+
+notify_app = typer.Typer(
+    help="Notifications: the notify.NAME tables of the config.", no_args_is_help=True
+)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("test")
+def notify_test(
+    name: Annotated[str, typer.Argument(help="The notifier: NAME of a notify.NAME table.")],
+    config: ConfigOption = None,
+    event: Annotated[Event, typer.Option(help="The kind of sample event.")] = Event.NEW,
+) -> int:
+    """Send a sample event through one notifier (exit 3 when it fails)."""
+    from fp_monitor.config import load_config
+    from fp_monitor.notify import send_test
+
+    notifier = send_test(load_config(config), name, event)
+    print(f"sent a sample {event.value} event through {clean(notifier.name)}")
+    return ExitCode.OK
 
 
 def _warn_insecure(targets: Sequence[Target]) -> None:
@@ -312,15 +445,6 @@ def _moment(text: str) -> datetime:
 
     try:
         return parse_moment(text, datetime.now(UTC))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    from fp_monitor.config import parse_duration
-
-    try:
-        return parse_duration(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

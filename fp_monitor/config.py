@@ -10,13 +10,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import platformdirs
 
 from fp_monitor.errors import ConfigError
 from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
+from fp_monitor.models import Event
 from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
 
 # Defaults live here and nowhere else.
@@ -24,12 +26,22 @@ DEFAULT_SAMPLES = 3
 DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROMPT = "hi"
+DEFAULT_ERROR_AFTER = 2
+DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.ERROR, Event.RECOVERED})
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+DEFAULT_WEBHOOK_RETRIES = 2
+DEFAULT_COMMAND_TIMEOUT = 30.0
 CONFIG_FILENAME = "fpmon.toml"
 LOCK_FILENAME = "fpmon.lock"
 
+_Choice = TypeVar("_Choice", bound=StrEnum)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+"""`${NAME}` in a notifier's url or header value: expanded from the environment at send time."""
+# Header names that carry credentials: their values must come from the environment.
+_SECRET_HEADER = re.compile(r"auth|token|secret|password|signature|cookie|key$", re.IGNORECASE)
 
 TARGET_KEYS = (
     "provider",
@@ -52,8 +64,14 @@ TARGET_KEYS = (
     "learn_min_samples",
     "learn_unseen",
     "learn_max",
+    "error_after",
 )
-TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets")
+TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify")
+_NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
+NOTIFY_KEYS = {
+    "webhook": (*_NOTIFY_COMMON_KEYS, "url", "format", "headers", "retries"),
+    "command": (*_NOTIFY_COMMON_KEYS, "run"),
+}
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
 _LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
 _AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
@@ -105,6 +123,8 @@ class Target:
     deployment: str | None = None
     api_version: str | None = None
     learning: LearningSettings = field(default_factory=LearningSettings)
+    error_after: int = DEFAULT_ERROR_AFTER
+    """Consecutive failed checks before an `error` notification goes out."""
 
     @property
     def endpoint(self) -> str:
@@ -118,6 +138,42 @@ class Target:
         return f"{base}/chat/completions"
 
 
+class WebhookFormat(StrEnum):
+    JSON = "json"
+    SLACK = "slack"
+    DISCORD = "discord"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notifier:
+    """A [notify.NAME] table: where events go, and which events of which targets."""
+
+    name: str
+    on: frozenset[Event]
+    targets: frozenset[str] | None
+    """None: every target."""
+    timeout: float
+
+    def wants(self, event: Event, target: str) -> bool:
+        return event in self.on and (self.targets is None or target in self.targets)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Webhook(Notifier):
+    url: str
+    """May hold ${NAME} references: webhook URLs often embed their secret."""
+    format: WebhookFormat
+    headers: Mapping[str, str]
+    """Values may hold ${NAME} references; never stored expanded."""
+    retries: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command(Notifier):
+    run: tuple[str, ...]
+    """argv, run without a shell."""
+
+
 @dataclass(frozen=True)
 class Config:
     targets: tuple[Target, ...]
@@ -127,6 +183,7 @@ class Config:
     baseline: Path
     retention: float | None = None
     """Seconds of history `fpmon prune` keeps when no --older-than is given."""
+    notifiers: tuple[Notifier, ...] = ()
 
     def select(self, names: list[str]) -> tuple[Target, ...]:
         """The named targets (all enabled ones when none are named); unknown names are errors."""
@@ -137,6 +194,16 @@ class Config:
             if name not in by_name:
                 raise ConfigError(f"unknown target {name!r}{did_you_mean(name, by_name)}")
         return tuple(by_name[n] for n in dict.fromkeys(names))
+
+    def notifier(self, name: str) -> Notifier:
+        """The [notify.NAME] table called `name`; an unknown name is an error."""
+        by_name = {n.name: n for n in self.notifiers}
+        if name not in by_name:
+            where = self.source or "the configuration"
+            raise ConfigError(
+                f"{where}: no {_section('notify', name)} table{did_you_mean(name, by_name)}"
+            )
+        return by_name[name]
 
 
 def did_you_mean(word: str, choices: Any) -> str:
@@ -187,10 +254,12 @@ def load_config(
                 "without keys"
             )
         data: dict[str, Any] = {}
+        notifiers: tuple[Notifier, ...] = ()
         base_dir = Path.cwd()
     else:
         data = read_toml(path)
         targets = _parse_targets(data, str(path))
+        notifiers = _parse_notifiers(data, str(path), {t.name for t in targets})
         base_dir = path.parent
     where = str(path) if path else "environment"
     history = history or _env_path("FPMON_HISTORY") or _path_key(data, "history", where, base_dir)
@@ -203,6 +272,7 @@ def load_config(
         history=history or default_history_path(),
         baseline=baseline or base_dir / LOCK_FILENAME,
         retention=_retention(data, where),
+        notifiers=notifiers,
     )
 
 
@@ -264,10 +334,14 @@ def _parse_targets(data: dict[str, Any], where: str) -> tuple[Target, ...]:
 
 
 def target_section(name: str) -> str:
-    """`[targets.NAME]` as TOML writes it: a name with spaces, dots or newlines is quoted, so a
+    return _section("targets", name)
+
+
+def _section(table: str, name: str) -> str:
+    """`[TABLE.NAME]` as TOML writes it: a name with spaces, dots or newlines is quoted, so a
     message naming it stays on one line."""
     bare = re.fullmatch(r"[A-Za-z0-9_-]+", name)
-    return f"[targets.{name if bare else json.dumps(name)}]"
+    return f"[{table}.{name if bare else json.dumps(name)}]"
 
 
 def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str, section: str) -> None:
@@ -410,6 +484,7 @@ def _build_target(name: str, read: _Reader) -> Target:
         deployment=deployment,
         api_version=api_version,
         learning=learning,
+        error_after=read.integer("error_after", DEFAULT_ERROR_AFTER, 1, 1000),
     )
 
 
@@ -423,6 +498,98 @@ def _key_variable(read: _Reader, default: str | None) -> str | None:
             "(never the key itself)",
         )
     return name
+
+
+def _parse_notifiers(
+    data: dict[str, Any], where: str, target_names: set[str]
+) -> tuple[Notifier, ...]:
+    tables = data.get("notify", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: notify must hold [notify.NAME] tables")
+    notifiers = []
+    for name, table in tables.items():
+        section = _section("notify", name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {section} must be a table")
+        read = _Reader(table, f"{where}: {section}")
+        notifiers.append(_build_notifier(name, read, where, target_names))
+    return tuple(notifiers)
+
+
+def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]) -> Notifier:
+    kind = read.string("type")
+    if kind is None:
+        raise read.fail("type", f"missing; one of: {', '.join(NOTIFY_KEYS)}")
+    if kind not in NOTIFY_KEYS:
+        raise read.fail("type", f"unknown type {kind!r}{did_you_mean(kind, NOTIFY_KEYS)}")
+    _check_keys(read.table, NOTIFY_KEYS[kind], where, f"{_section('notify', name)} ")
+    on = DEFAULT_NOTIFY_ON
+    if "on" in read.table:
+        on = frozenset(_choice(read, "on", value, Event) for value in read.string_list("on"))
+    targets = None
+    if "targets" in read.table:
+        targets = frozenset(read.string_list("targets"))
+        if unknown := sorted(targets - target_names):
+            raise read.fail(
+                "targets", f"unknown target {unknown[0]!r}{did_you_mean(unknown[0], target_names)}"
+            )
+    if kind == "command":
+        run = read.string_list("run")
+        if not run or not run[0].strip():
+            raise read.fail(
+                "run", 'missing: the program and its arguments, like run = ["/path/to/script"]'
+            )
+        return Command(
+            name=name,
+            on=on,
+            targets=targets,
+            timeout=read.duration("timeout", DEFAULT_COMMAND_TIMEOUT),
+            run=tuple(run),
+        )
+    url = read.string("url")
+    if url is None:
+        raise read.fail("url", 'missing: where to POST, like url = "${SLACK_WEBHOOK_URL}"')
+    _check_references(read, "url", url)
+    # The value is never echoed: a webhook URL usually is its own secret.
+    if not ENV_REFERENCE.search(url) and not re.match(r"^https?://[^/\s]+", url):
+        raise read.fail("url", "expected an http:// or https:// URL, or ${NAME} to read it from")
+    headers = read.mapping("headers")
+    for header, value in headers.items():
+        if not isinstance(value, str):
+            raise read.fail("headers", f"{header}: expected a string value")
+        _check_references(read, "headers", value, f"{header}: ")
+        if _SECRET_HEADER.search(header) and not ENV_REFERENCE.search(value):
+            raise read.fail(
+                "headers",
+                f"{header}: secrets are not written in the config file; export it and write "
+                f'{header} = "${{MY_TOKEN}}" (or "Bearer ${{MY_TOKEN}}")',
+            )
+    return Webhook(
+        name=name,
+        on=on,
+        targets=targets,
+        timeout=read.duration("timeout", DEFAULT_WEBHOOK_TIMEOUT),
+        url=url,
+        format=_choice(read, "format", read.string("format", "json") or "json", WebhookFormat),
+        headers=headers,
+        retries=read.integer("retries", DEFAULT_WEBHOOK_RETRIES, 0, 10),
+    )
+
+
+def _choice(read: _Reader, key: str, value: str, choices: type[_Choice]) -> _Choice:
+    allowed = [c.value for c in choices]
+    if value not in allowed:
+        raise read.fail(
+            key,
+            f"unknown value {value!r}{did_you_mean(value, allowed)}; one of: {', '.join(allowed)}",
+        )
+    return choices(value)
+
+
+def _check_references(read: _Reader, key: str, text: str, lead: str = "") -> None:
+    for name in ENV_REFERENCE.findall(text):
+        if not _ENV_NAME.match(name):
+            raise read.fail(key, f"{lead}${{{name}}} does not name an environment variable")
 
 
 def targets_from_environment() -> tuple[Target, ...]:

@@ -65,3 +65,9 @@ class ChainBroken(FpmonError):
     """The history's hash chain does not hold: a record was edited, deleted or moved."""
 
     exit_code = ExitCode.UNEXPECTED
+
+
+class NotifyError(FpmonError):
+    """A notifier could not deliver: a warning during a check, the failure of `notify test`."""
+
+    exit_code = ExitCode.PROBE_FAILED

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -32,14 +33,17 @@ from fp_monitor.chain import (
 from fp_monitor.errors import HistoryError
 from fp_monitor.models import (
     ABSENT,
+    CHANGE_STATUSES,
     NULL,
     CheckRecord,
     ErrorKind,
     Observation,
     Recorded,
     Sample,
+    Status,
     TargetFacts,
     TargetResult,
+    TargetState,
     Usage,
     Window,
 )
@@ -444,6 +448,76 @@ class History:
             "INSERT INTO chain_checkpoints (kind, after_id, from_hash, hash, records, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (kind.value, after_id, from_hash, hash_, records, timestamp(datetime.now(UTC))),
+        )
+
+    def failed_before(self, target: str, check_id: str) -> int:
+        """How many checks of `target` failed (status error) in a row just before `check_id`."""
+        with _errors(self.path):
+            # Walks the (target, id) index backwards: the check looked for is among the latest.
+            row = self._db.execute(
+                "SELECT id FROM checks WHERE target = ? AND check_id = ? ORDER BY id DESC LIMIT 1",
+                (target, check_id),
+            ).fetchone()
+            if row is None:
+                return 0
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM checks WHERE target = :target AND id < :current AND id > "
+                "coalesce((SELECT id FROM checks WHERE target = :target AND id < :current "
+                "AND status != :error ORDER BY id DESC LIMIT 1), 0)",
+                {"target": target, "current": row[0], "error": Status.ERROR.value},
+            ).fetchone()
+            return int(count)
+
+    def served(self, target: str, check_id: str) -> frozenset[tuple[str, str]]:
+        """(fingerprint, resolved model) tokens of one check's successful samples."""
+        with _errors(self.path):
+            rows = self._db.execute(
+                "SELECT DISTINCT fingerprint, fingerprint_state, resolved_model FROM observations "
+                "WHERE check_id = ? AND target = ? AND error_kind IS NULL",
+                (check_id, target),
+            ).fetchall()
+        return frozenset(
+            (token, model)
+            for value, state, model in rows
+            if (token := fingerprint_token(value, state)) is not None and model is not None
+        )
+
+    def state(self, target: str) -> TargetState:
+        """The target's latest check, latest successful check and status counts."""
+        with _errors(self.path):
+            last = self._db.execute(
+                "SELECT check_id, checked_at, fingerprints IS NOT NULL FROM checks "
+                "WHERE target = ? ORDER BY id DESC LIMIT 1",
+                (target,),
+            ).fetchone()
+            if last is None:
+                return TargetState()
+            last_ok = self._db.execute(
+                "SELECT check_id FROM checks WHERE target = ? AND fingerprints IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (target,),
+            ).fetchone()
+            latencies = [
+                latency
+                for (latency,) in self._db.execute(
+                    "SELECT latency_ms FROM observations WHERE check_id = ? AND target = ? "
+                    "AND error_kind IS NULL AND latency_ms IS NOT NULL",
+                    (last[0], target),
+                )
+            ]
+            counts = self._db.execute(
+                "SELECT status, count(*), max(checked_at) FROM checks WHERE target = ? "
+                "GROUP BY status",
+                (target,),
+            ).fetchall()
+        changed_at = [at for status, _, at in counts if status in CHANGE_STATUSES]
+        return TargetState(
+            last_checked_at=parse_timestamp(last[1]),
+            last_ok=bool(last[2]),
+            latency_ms=statistics.median(latencies) if latencies else None,
+            served=self.served(target, last_ok[0]) if last_ok else frozenset(),
+            status_counts={status: count for status, count, _ in counts},
+            last_change_at=parse_timestamp(max(changed_at)) if changed_at else None,
         )
 
     def count_observations(self, target: str | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +33,16 @@ class Status(StrEnum):
     CHANGED = "changed"
     SAME = "same"
     LEARNED = "learned"
+
+
+class Event(StrEnum):
+    """What a notification is about (`on = [...]` in a [notify.NAME] table)."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    LEARNED = "learned"
+    ERROR = "error"
+    RECOVERED = "recovered"
 
 
 class FailOn(StrEnum):
@@ -211,3 +222,24 @@ class Sample:
     model: str | None
     error_kind: str | None
     latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """Where a target stands after its latest check (what the Prometheus metrics show)."""
+
+    last_checked_at: datetime | None = None
+    last_ok: bool | None = None
+    """Whether the latest check had a successful sample; None before any check."""
+    latency_ms: float | None = None
+    """Median of the latest check's successful samples."""
+    served: frozenset[tuple[str, str]] = frozenset()
+    """(fingerprint, resolved model) tokens of the latest successful check."""
+    status_counts: Mapping[str, int] = field(default_factory=dict)
+    """Checks per status, over the whole history."""
+    last_change_at: datetime | None = None
+    """The latest check whose status is a change (see CHANGE_STATUSES)."""
+
+
+CHANGE_STATUSES = (Status.FIRST, Status.NEW, Status.CHANGED, Status.LEARNED)
+"""Statuses that move the served set (`first`: the set became known)."""

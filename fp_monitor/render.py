@@ -12,13 +12,16 @@ import json
 import os
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -31,8 +34,10 @@ if TYPE_CHECKING:
     from fp_monitor.audit import Imported, Pruned, Verified
     from fp_monitor.stats import Share, TargetStats
     from fp_monitor.timeline import Run
+    from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
 
 CELL_LIMIT = 64
+RECENT_LINES = 8
 _PIPED_WIDTH = 100_000  # piped output never wraps a row, whatever the terminal width
 STATUS_STYLE = {
     Status.NEW: "bold red",
@@ -670,3 +675,99 @@ def render_pruned(history: Path, pruned: Pruned) -> None:
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def show_interval(seconds: float) -> str:
+    """5m, 2h, 30s: a watch interval as it is written on the command line."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
+
+
+def watch_lines(result: CheckResult) -> list[str]:
+    """One plain line per target whose check changed something or had an error."""
+    stamp = result.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = []
+    for target in result.targets:
+        if target.status is Status.SAME and not target.errors:
+            continue
+        text = describe(target)
+        if target.errors and target.status is not Status.ERROR:
+            kinds = ", ".join(sorted({e.kind.value for e in target.errors}))
+            text += f"; {len(target.errors)} of {target.samples} samples failed ({kinds})"
+        lines.append(f"{stamp} {clean(target.name)} {target.status.value} {text}")
+    return lines
+
+
+def watch_view(
+    start: WatchStart, round_: WatchRound | None, recent: Iterable[str] = ()
+) -> RenderableType:
+    """The live table: the latest check of every target and the latest changes and errors."""
+    lead = f"fpmon watch: {', '.join(map(clean, start.targets))} every {show_interval(start.every)}"
+    if start.metrics_url:
+        lead += f"; metrics at {start.metrics_url}"
+    parts: list[RenderableType] = [Text(lead, style="bold")]
+    if round_ is None:
+        parts.append(Text("first check running…", style="dim"))
+    else:
+        when = f"check {round_.number} at {round_.result.checked_at:%H:%M:%S} UTC"
+        if round_.next_at is not None:
+            when += f"; next at {round_.next_at:%H:%M:%S} UTC"
+        parts += [Text(when, style="dim"), result_table(round_.result)]
+    if shown := list(recent):
+        parts += [Text(""), Text("recent changes and errors", style="bold")]
+        parts += [Text(line) for line in shown]
+    return Group(*parts)
+
+
+class _Lines:
+    """Piped (journald, a log file): a line per change or error, silence otherwise."""
+
+    def __init__(self, console: Console, err: Callable[[str], None]) -> None:
+        self.console = console
+        self.err = err
+
+    def started(self, start: WatchStart) -> None:
+        where = f"; metrics at {start.metrics_url}" if start.metrics_url else ""
+        targets = ", ".join(start.targets)
+        self.err(f"fpmon: watching {targets} every {show_interval(start.every)}{where}")
+
+    def checked(self, round_: WatchRound) -> None:
+        for line in watch_lines(round_.result):
+            self.console.print(Text(line))
+        for failure in round_.failures:
+            self.err(f"fpmon: warning: {failure}")
+
+
+class _LiveTable:
+    def __init__(self, live: Live, err: Callable[[str], None]) -> None:
+        self.live = live
+        self.err = err
+        self.recent: deque[str] = deque(maxlen=RECENT_LINES)
+        self.start: WatchStart | None = None
+
+    def started(self, start: WatchStart) -> None:
+        self.start = start
+        self.live.update(watch_view(start, None), refresh=True)
+
+    def checked(self, round_: WatchRound) -> None:
+        assert self.start is not None  # the watch starts before it checks
+        self.recent.extend(watch_lines(round_.result))
+        self.live.update(watch_view(self.start, round_, self.recent), refresh=True)
+        for failure in round_.failures:
+            self.err(f"fpmon: warning: {failure}")  # Live prints stderr above the table
+
+
+@contextmanager
+def watch_display(console: Console, err: Callable[[str], None]) -> Iterator[WatchObserver]:
+    """A live table on a terminal, plain lines otherwise; `err` prints a line on stderr."""
+    if not console.is_terminal:
+        yield _Lines(console, err)
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        yield _LiveTable(live, err)

@@ -1,0 +1,185 @@
+"""Prometheus metrics: a snapshot of the watched targets (built from the history, advanced by
+each check), exposed by a collector on a registry of its own: served over HTTP by
+`fpmon watch`, written as a node-exporter textfile by `fpmon check --metrics-file`.
+
+Every value is in base units (seconds, Unix time). The collector reads the snapshot whole on
+each scrape, so a scrape never sees half a check, and a fingerprint that stops being served
+disappears from `fpmon_fingerprint_info` instead of lingering as a stale series.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fp_monitor.config import Config, Target
+from fp_monitor.errors import ConfigError
+from fp_monitor.fileio import write_atomic
+from fp_monitor.history import History
+from fp_monitor.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
+
+# Label values for the fingerprint states a string cannot show.
+_LABELS = {NULL: "<null>", ABSENT: "<absent>", "": "<empty>"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    targets: tuple[Target, ...]
+    states: Mapping[str, TargetState]
+    last_check: datetime | None = None
+    interval: float | None = None
+    """The watch's --every; None for a one-off check."""
+
+
+def load_snapshot(
+    history: History, targets: Sequence[Target], interval: float | None = None
+) -> Snapshot:
+    """Where each target stands according to the history (reads every check of each once)."""
+    states = {t.name: history.state(t.name) for t in targets}
+    times = [s.last_checked_at for s in states.values() if s.last_checked_at is not None]
+    return Snapshot(tuple(targets), states, max(times, default=None), interval)
+
+
+def advance(
+    snapshot: Snapshot, result: CheckResult, served: Mapping[str, frozenset[tuple[str, str]]]
+) -> Snapshot:
+    """The snapshot after one more check; `served`: its (fingerprint, model) pairs per target."""
+    states = dict(snapshot.states)
+    for target in result.targets:
+        old = states.get(target.name, TargetState())
+        ok = target.status is not Status.ERROR
+        counts = dict(old.status_counts)
+        counts[target.status.value] = counts.get(target.status.value, 0) + 1
+        states[target.name] = TargetState(
+            last_checked_at=result.checked_at,
+            last_ok=ok,
+            latency_ms=target.latency_ms,
+            served=served.get(target.name, frozenset()) if ok else old.served,
+            status_counts=counts,
+            last_change_at=(
+                result.checked_at if target.status in CHANGE_STATUSES else old.last_change_at
+            ),
+        )
+    return replace(snapshot, states=states, last_check=result.checked_at)
+
+
+def label(token: str) -> str:
+    return _LABELS.get(token, token)
+
+
+def families(snapshot: Snapshot) -> list[Metric]:
+    info = GaugeMetricFamily(
+        "fpmon_fingerprint_info",
+        "1 for each (fingerprint, resolved model) of the target's latest successful check",
+        labels=["target", "provider", "model", "fingerprint"],
+    )
+    success = GaugeMetricFamily(
+        "fpmon_probe_success",
+        "1 when a sample of the target's latest check succeeded, else 0",
+        labels=["target"],
+    )
+    duration = GaugeMetricFamily(
+        "fpmon_probe_duration_seconds",
+        "Median latency of the successful samples of the target's latest check",
+        labels=["target"],
+    )
+    changes = CounterMetricFamily(
+        "fpmon_fingerprint_changes",
+        "Checks whose status moved the served set: first, new, changed or learned",
+        labels=["target", "status"],
+    )
+    last_change = GaugeMetricFamily(
+        "fpmon_last_change_timestamp_seconds",
+        "When a check of the target last had a status that moved the served set",
+        labels=["target"],
+    )
+    for target in snapshot.targets:
+        state = snapshot.states.get(target.name, TargetState())
+        for fingerprint, model in sorted(state.served):
+            info.add_metric([target.name, target.provider, label(model), label(fingerprint)], 1)
+        if state.last_ok is not None:
+            success.add_metric([target.name], 1 if state.last_ok else 0)
+        if state.latency_ms is not None:
+            duration.add_metric([target.name], state.latency_ms / 1000)
+        # Every status from 0, so that increase() sees the first change too.
+        for status in CHANGE_STATUSES:
+            changes.add_metric([target.name, status.value], state.status_counts.get(status, 0))
+        if state.last_change_at is not None:
+            last_change.add_metric([target.name], state.last_change_at.timestamp())
+    found: list[Metric] = [info, success, duration, changes, last_change]
+    if snapshot.last_check is not None:
+        found.append(
+            GaugeMetricFamily(
+                "fpmon_last_check_timestamp_seconds",
+                "When the latest check finished",
+                value=snapshot.last_check.timestamp(),
+            )
+        )
+    if snapshot.interval is not None:
+        found.append(
+            GaugeMetricFamily(
+                "fpmon_watch_interval_seconds",
+                "The watch's --every: alert when no check came for a few of these",
+                value=snapshot.interval,
+            )
+        )
+    return found
+
+
+class SnapshotCollector(Collector):
+    """Exposes whichever snapshot was set last (swapped whole by the watch loop)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self.snapshot)
+
+
+def _registry(collector: Collector) -> CollectorRegistry:
+    """A registry of our own: no process or platform collectors, no global state."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
+def exposition(snapshot: Snapshot) -> str:
+    """The Prometheus text format."""
+    return generate_latest(_registry(SnapshotCollector(snapshot))).decode()
+
+
+def serve(collector: SnapshotCollector, addr: str, port: int) -> tuple[WSGIServer, str]:
+    """Serve /metrics in a daemon thread; the server and its URL (port 0: any free port)."""
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=_registry(collector))
+    except OSError as exc:
+        raise ConfigError(
+            f"--metrics-port {port}: cannot listen on {addr}: {exc.strerror or exc}"
+        ) from None
+    host = f"[{addr}]" if ":" in addr else addr
+    return server, f"http://{host}:{server.server_port}/metrics"
+
+
+def check_textfile(path: Path) -> None:
+    """Refuse, before anything is probed, a --metrics-file that could not be written."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--metrics-file {path}: cannot write there")
+
+
+def write_textfile(path: Path, config: Config, result: CheckResult) -> None:
+    """The checked targets' metrics, from the history, in node-exporter textfile format."""
+    targets = config.select([t.name for t in result.targets])
+    with History.open(config.history) as history:
+        snapshot = load_snapshot(history, targets)
+    write_atomic(path, exposition(snapshot))

@@ -1,0 +1,181 @@
+"""`fpmon watch`: `run_check` on a schedule, with notifications and Prometheus metrics.
+
+Stopping: SIGTERM and SIGINT raise `Stop` in the main thread wherever it is, so a probe in
+flight is abandoned at once (a write transaction it had begun rolls back) and every check
+already committed stays. The watch then exits 0 on SIGTERM (how systemd stops a service) and
+130 on SIGINT.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Protocol
+
+from fp_monitor.check import CheckOptions, run_check
+from fp_monitor.config import Config
+from fp_monitor.errors import ExitCode, HistoryError, most_severe
+from fp_monitor.history import History
+from fp_monitor.metrics import Snapshot, SnapshotCollector, advance, load_snapshot, serve
+from fp_monitor.models import CheckResult
+from fp_monitor.notify import deliver, pending
+from fp_monitor.render import plural
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchOptions:
+    """The command line's flags (their defaults are the CLI's)."""
+
+    every: float
+    """Seconds from the start of one check to the start of the next."""
+    count: int | None
+    jitter: float
+    """Each interval is stretched or shrunk by up to this share, so that many watchers
+    started together do not hit a provider in step."""
+    check: CheckOptions
+    metrics_addr: str
+    metrics_port: int | None
+
+
+@dataclass(frozen=True)
+class WatchStart:
+    targets: tuple[str, ...]
+    every: float
+    metrics_url: str | None
+
+
+@dataclass(frozen=True)
+class WatchRound:
+    number: int
+    result: CheckResult
+    failures: tuple[str, ...]
+    """Notifiers that failed, one line each."""
+    next_at: datetime | None
+    """None after the last check of --count."""
+
+
+@dataclass(frozen=True)
+class WatchSummary:
+    exit_code: ExitCode
+    checks: int
+    stopped_by: str | None = None
+    """The signal that ended the watch (SIGTERM, SIGINT), if one did."""
+
+
+class WatchObserver(Protocol):
+    """What shows the watch: a live table on a terminal, plain lines when piped."""
+
+    def started(self, start: WatchStart) -> None: ...
+
+    def checked(self, round_: WatchRound) -> None: ...
+
+
+class Stop(KeyboardInterrupt):
+    """A stop signal. A KeyboardInterrupt, because asyncio lets that through wherever it is
+    raised (it would log and swallow another exception raised inside one of its callbacks)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+
+
+def run_watch(
+    config: Config, names: Sequence[str], options: WatchOptions, observer: WatchObserver
+) -> WatchSummary:
+    """Check the named targets (all enabled when none) every `options.every` until --count
+    checks are done or a stop signal comes; a probe failure never stops the loop, a history
+    that cannot be written does (HistoryError)."""
+    targets = config.select(list(names))
+    collector = SnapshotCollector(Snapshot(targets, {}, interval=options.every))
+    checks, worst = 0, ExitCode.OK
+    with _stop_signals():
+        try:
+            with _metrics_server(collector, options) as url:
+                # Opened for writing before the first probe: an unusable history stops the
+                # watch at once instead of after a round of requests.
+                with History.open(config.history) as history:
+                    collector.snapshot = load_snapshot(history, targets, options.every)
+                observer.started(WatchStart(tuple(t.name for t in targets), options.every, url))
+                for round_ in _rounds(config, names, options, collector):
+                    checks = round_.number
+                    worst = most_severe([worst, ExitCode(round_.result.exit_code)])
+                    observer.checked(round_)
+        except Stop as stop:
+            code = ExitCode.OK if stop.signal is signal.SIGTERM else ExitCode.INTERRUPTED
+            return WatchSummary(code, checks, stop.signal.name)
+        except HistoryError as exc:
+            raise HistoryError(f"{exc}; the watch stopped after {plural(checks, 'check')}") from exc
+    return WatchSummary(worst, checks)
+
+
+def _rounds(
+    config: Config, names: Sequence[str], options: WatchOptions, collector: SnapshotCollector
+) -> Iterator[WatchRound]:
+    number = 0
+    next_start = time.monotonic()
+    while options.count is None or number < options.count:
+        time.sleep(max(0.0, next_start - time.monotonic()))
+        started = time.monotonic()
+        result = run_check(config, names, options.check)
+        number += 1
+        with History.open(config.history) as history:
+            notifications = pending(history, config, result)
+            served = {t.name: history.served(t.name, result.check_id) for t in result.targets}
+        collector.snapshot = advance(collector.snapshot, result, served)
+        failures = deliver(config, notifications)
+        # Start to start: a slow check does not push every later one back.
+        next_start = started + jittered(options.every, options.jitter)
+        last = options.count is not None and number >= options.count
+        yield WatchRound(number, result, tuple(failures), None if last else _at(next_start))
+
+
+@contextmanager
+def _metrics_server(collector: SnapshotCollector, options: WatchOptions) -> Iterator[str | None]:
+    """Serve /metrics while the watch runs (when --metrics-port is given); its URL."""
+    if options.metrics_port is None:
+        yield None
+        return
+    server, url = serve(collector, options.metrics_addr, options.metrics_port)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def jittered(every: float, jitter: float) -> float:
+    return every * (1 + random.uniform(-jitter, jitter))
+
+
+def _at(moment: float) -> datetime:
+    """A time.monotonic() moment as wall-clock time."""
+    return datetime.now(UTC) + timedelta(seconds=moment - time.monotonic())
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Stop (once: a second signal lets the first one's cleanup end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise Stop(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
