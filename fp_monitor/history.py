@@ -312,7 +312,7 @@ class History:
             "known_models": frozenset(known["model"]),
             "first_seen": first_seen,
             "fingerprint_counts": counts,
-            "learning_ended": last_learning is not None and last_learning[0] == 0,
+            "latest_learning": None if last_learning is None else bool(last_learning[0]),
         }
         if previous is None:
             return TargetFacts(**common)

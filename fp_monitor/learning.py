@@ -188,3 +188,43 @@ def unseen_probability(share: float, samples: int) -> float:
     if samples < 0:
         raise ValueError(f"samples must be 0 or more, not {samples}")
     return (1.0 - share) ** samples
+
+
+TRUST_SHARES = (0.01, 0.02, 0.05, 0.10)
+"""Shares for which `stats` says how likely a configuration that size is still unseen."""
+
+
+@dataclass(frozen=True)
+class ValueShare:
+    value: str
+    samples: int
+    low: float
+    high: float
+    """Wilson 95% interval of the value's share."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How far to trust a target's known set: what `fpmon stats` shows about learning."""
+
+    learning: bool | None
+    """Still learning; None when the target does not learn (learning off, or locked)."""
+    samples: int
+    unseen_estimate: float | None
+    values: tuple[ValueShare, ...]
+    """Every fingerprint value seen, most served first."""
+    still_unseen: tuple[tuple[float, float], ...]
+    """(share s, probability that a configuration of share s is still unseen)."""
+
+
+def trust(counts: Mapping[str, int], learning: bool | None) -> Trust:
+    """The figures behind the known set: shares with intervals and the unseen risk."""
+    total = sum(counts.values())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return Trust(
+        learning=learning,
+        samples=total,
+        unseen_estimate=unseen_estimate(counts),
+        values=tuple(ValueShare(v, n, *share_interval(n, total)) for v, n in ranked if n),
+        still_unseen=tuple((s, unseen_probability(s, total)) for s in TRUST_SHARES),
+    )

@@ -109,8 +109,13 @@ class TargetFacts:
     """(field, value) -> when the value was first recorded for the target."""
     fingerprint_counts: dict[str, int] = field(default_factory=dict)
     """Successful samples per fingerprint token over the target's whole history."""
-    learning_ended: bool = False
-    """Learning ended at an earlier check (it never restarts)."""
+    latest_learning: bool | None = None
+    """The learning state the latest learning check left; None: the target never learned."""
+
+    @property
+    def learning_ended(self) -> bool:
+        """Learning ended at an earlier check (it never restarts)."""
+        return self.latest_learning is False
 
     @property
     def first_success_at(self) -> datetime | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from fp_monitor.config import did_you_mean
 from fp_monitor.errors import ConfigError, HistoryError
 from fp_monitor.history import History
+from fp_monitor.learning import trust
 from fp_monitor.models import Recorded, Window
 from fp_monitor.stats import TargetStats, target_stats
 from fp_monitor.timeline import Run, newest_runs, runs_newest_first
@@ -41,8 +42,16 @@ def read_stats(path: Path, target: str | None, since: datetime, now: datetime) -
             checks = list(history.iter_checks(name, window))[::-1]
             if checks:
                 samples = history.samples(name, window)
+                facts = history.facts(name)
                 found.append(
-                    target_stats(name, checks, samples, start=checks[0].checked_at, end=now)
+                    target_stats(
+                        name,
+                        checks,
+                        samples,
+                        start=checks[0].checked_at,
+                        end=now,
+                        trust=trust(facts.fingerprint_counts, facts.latest_learning),
+                    )
                 )
     return found
 

@@ -32,6 +32,7 @@ from fp_monitor.providers import Auth
 if TYPE_CHECKING:
     from fp_monitor.accept import AcceptResult
     from fp_monitor.audit import Imported, Pruned, Verified
+    from fp_monitor.learning import Trust
     from fp_monitor.stats import Share, TargetStats
     from fp_monitor.timeline import Run
     from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
@@ -581,6 +582,57 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
         console.print()
         console.print(Text(timeline_title(target)))
         console.print(timeline_table(target))
+        if target.trust is not None and target.trust.samples:
+            console.print()
+            for line in trust_lines(target.target, target.trust):
+                console.print(Text(line))
+            console.print(trust_table(target.trust))
+
+
+def trust_lines(name: str, trust: Trust) -> list[str]:
+    """How far to trust the known set, in words: the learning state and the unseen risk."""
+    state = {True: "still learning", False: "learned", None: "not learning"}[trust.learning]
+    estimate = "-" if trust.unseen_estimate is None else f"{trust.unseen_estimate:.1%}"
+    risks = ", ".join(f"{share:.0%}: {p:.2%}" for share, p in trust.still_unseen)
+    return [
+        f"{clean(name)}: served set {state}; {trust.samples} samples; unseen share "
+        f"estimated at {estimate} (Good-Turing)",
+        f"chance that a configuration serving s of the calls is still unseen: {risks}",
+    ]
+
+
+def trust_table(trust: Trust) -> Table:
+    """Each value's share over the whole history, with its 95% interval."""
+    table = _table("fingerprint", "samples", "share", "95% interval")
+    for value in trust.values:
+        share = value.samples / trust.samples
+        table.add_row(
+            Text(show_value(value.value)),
+            Text(str(value.samples)),
+            Text(f"{share:.1%}"),
+            Text(f"{value.low:.1%} - {value.high:.1%}"),
+        )
+    return table
+
+
+def _trust_json(trust: Trust) -> dict[str, Any]:
+    return {
+        "learning": trust.learning,
+        "samples": trust.samples,
+        "unseen_estimate": _rate(trust.unseen_estimate),
+        "values": [
+            {
+                "value": json_value(v.value),
+                "samples": v.samples,
+                "share": round(v.samples / trust.samples, 4),
+                "interval": [round(v.low, 4), round(v.high, 4)],
+            }
+            for v in trust.values
+        ],
+        "still_unseen": [
+            {"share": share, "probability": round(p, 6)} for share, p in trust.still_unseen
+        ],
+    }
 
 
 def _share_json(shares: Sequence[Share]) -> list[dict[str, Any]]:
@@ -627,6 +679,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                     for kind, count in s.errors_by_kind
                 },
                 "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
+                "learning": None if s.trust is None else _trust_json(s.trust),
             }
             for s in stats
         ],

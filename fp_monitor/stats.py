@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from fp_monitor.learning import Trust
 from fp_monitor.models import CheckRecord, Sample, Status
 
 SERVED_CHECKS = 10
@@ -81,6 +82,8 @@ class TargetStats:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     timeline: Timeline
+    trust: Trust | None = None
+    """Learning and the trust in the known set, over the target's whole history."""
 
 
 def target_stats(
@@ -91,6 +94,7 @@ def target_stats(
     start: datetime,
     end: datetime,
     cells: int = TIMELINE_CELLS,
+    trust: Trust | None = None,
 ) -> TargetStats:
     """The figures of `target` from its checks (oldest first) and samples in [start, end]."""
     succeeded = [c for c in checks if c.succeeded]
@@ -124,6 +128,7 @@ def target_stats(
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         timeline=timeline(succeeded, start, end, cells),
+        trust=trust,
     )
 
 

@@ -19,6 +19,7 @@ from fp_monitor.learning import (
     learning_state,
     samples_for_check,
     share_interval,
+    trust,
     unseen_estimate,
     unseen_probability,
 )
@@ -424,3 +425,15 @@ def test_bootstrap_check_is_first_then_learned_then_new() -> None:
         (Status.CHANGED, True),
         (Status.NEW, False),
     ]
+
+
+def test_trust_figures_for_stats() -> None:
+    figures = trust({"fp_a": 8, "fp_b": 2, "fp_c": 0}, learning=True)
+    assert (figures.learning, figures.samples, figures.unseen_estimate) == (True, 10, 0.0)
+    assert [(v.value, v.samples) for v in figures.values] == [("fp_a", 8), ("fp_b", 2)]
+    low, high = share_interval(8, 10)
+    assert (figures.values[0].low, figures.values[0].high) == (low, high)
+    assert figures.still_unseen[0] == (0.01, pytest.approx(0.99**10))
+    assert [s for s, _ in figures.still_unseen] == [0.01, 0.02, 0.05, 0.10]
+    empty = trust({}, learning=None)
+    assert (empty.samples, empty.unseen_estimate, empty.values) == (0, None, ())

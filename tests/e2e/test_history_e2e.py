@@ -214,9 +214,11 @@ def test_stats_figures_and_timeline(fpmon: Callable[..., Run], recorded: Path) -
 
     table = fpmon("stats", "alpha")
     assert table.code == 0 and "\x1b" not in table.out
+    # the timeline: the rows under its title, up to the next blank line
+    after_title = table.out.split("alpha: fingerprints from", 1)[1].split("\n\n", 1)[0]
     timeline = {
         line.split()[0]: line.split(maxsplit=1)[1]
-        for line in table.out.splitlines()
+        for line in after_title.splitlines()
         if line.startswith("fp_")
     }
     assert set(timeline) == {A, B, C}

@@ -113,3 +113,28 @@ def test_weighted_fleet_with_a_rollout(
     with sqlite3.connect(isolated / "xdg-data/fpmon/history.db") as db:
         learning = [r[0] for r in db.execute("SELECT learning FROM checks ORDER BY id")]
     assert learning[0] == 1 and learning[first_new] == 0
+
+
+def test_stats_shows_learning_shares_and_the_unseen_risk(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path]
+) -> None:
+    fake.set_model("model-b", ModelBehaviour([C, C, C, D]))
+    write_config(
+        fake.base_url,
+        t={
+            "model": "model-b",
+            "bootstrap_samples": 8,
+            **{k: v for k, v in LEARN.items() if k != "bootstrap_samples"},
+        },
+    )
+    assert fpmon("check").code == 0
+    table = fpmon("stats")
+    assert table.code == 0
+    assert "t: served set still learning; 8 samples; unseen share estimated at 0.0%" in table.out
+    assert "1%: 92.27%" in table.out  # 0.99 ** 8
+    rows = [line.split() for line in table.out.splitlines() if line.startswith("fp_")]
+    assert [C, "6", "75.0%", "40.9%", "-", "92.9%"] in rows
+    figures = fpmon("stats", "--json").json()["targets"][0]["learning"]
+    assert (figures["learning"], figures["samples"]) == (True, 8)
+    assert [v["value"] for v in figures["values"]] == [C, D]
+    assert figures["values"][1]["interval"] == [0.0715, 0.5907]  # Wilson, 2 of 8, by hand
