@@ -35,7 +35,7 @@ from fp_monitor.models import (
 )
 from fp_monitor.probe import RETRYABLE_STATUS, error_message, retry_delay
 from fp_monitor.redact import redact, register
-from fp_monitor.render import clean, describe, json_value, plural
+from fp_monitor.render import clean, describe, iso, json_values, plural
 
 PAYLOAD_VERSION = 1
 _STATUS_EVENTS = {
@@ -159,24 +159,20 @@ def payload(notification: Notification) -> dict[str, Any]:
         "target": target.name,
         "status": target.status.value,
         "unexpected": target.unexpected,
-        "before": _json_values(target.previous),
-        "now": _json_values(target.fingerprints),
-        "models_before": _json_values(target.previous_models),
-        "models": _json_values(target.models),
+        "before": json_values(target.previous),
+        "now": json_values(target.fingerprints),
+        "models_before": json_values(target.previous_models),
+        "models": json_values(target.models),
         "errors": [
             {"kind": e.kind.value, "status_code": e.status_code, "message": e.message}
             for e in target.errors
         ],
         "failed_checks": notification.failed_checks,
-        "checked_at": notification.checked_at.isoformat().replace("+00:00", "Z"),
+        "checked_at": iso(notification.checked_at),
         "check_id": notification.check_id,
         "history": str(notification.history.absolute()),
         "summary": summary(notification),
     }
-
-
-def _json_values(tokens: Sequence[str] | None) -> list[str | None] | None:
-    return None if tokens is None else [json_value(t) for t in tokens]
 
 
 def summary(notification: Notification) -> str:

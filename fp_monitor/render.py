@@ -206,7 +206,7 @@ def json_value(token: str) -> str | None:
     return None if token == NULL else token
 
 
-def _json_values(tokens: Iterable[str] | None) -> list[str | None] | None:
+def json_values(tokens: Iterable[str] | None) -> list[str | None] | None:
     return None if tokens is None else [json_value(t) for t in tokens]
 
 
@@ -227,12 +227,12 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                 "name": t.name,
                 "status": t.status.value,
                 "unexpected": t.unexpected,
-                "fingerprints": _json_values(t.fingerprints),
-                "models": _json_values(t.models),
-                "previous": _json_values(t.previous),
-                "known": _json_values(t.known),
-                "previous_models": _json_values(t.previous_models),
-                "known_models": _json_values(t.known_models),
+                "fingerprints": json_values(t.fingerprints),
+                "models": json_values(t.models),
+                "previous": json_values(t.previous),
+                "known": json_values(t.known),
+                "previous_models": json_values(t.previous_models),
+                "known_models": json_values(t.known_models),
                 "headers": {k: list(v) for k, v in t.headers.items()},
                 "samples": t.samples,
                 "learning": bool(t.learning),
@@ -367,8 +367,8 @@ TIMELINE_GLYPHS = {"served": "█", "not_served": "·", "no_check": " "}
 def run_json(run: Run) -> dict[str, Any]:
     return {
         "target": run.target,
-        "fingerprints": _json_values(run.fingerprints),
-        "models": _json_values(run.models),
+        "fingerprints": json_values(run.fingerprints),
+        "models": json_values(run.models),
         "first_seen": iso(run.first_seen),
         "last_seen": iso(run.last_seen),
         "checks": run.checks,
@@ -659,8 +659,8 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 "checks": s.checks,
                 "successful_checks": s.successful_checks,
                 "observations": s.observations,
-                "fingerprints": _json_values(s.fingerprints),
-                "models": _json_values(s.models),
+                "fingerprints": json_values(s.fingerprints),
+                "models": json_values(s.models),
                 "served": {
                     "checks": s.served_checks,
                     "fingerprints": _share_json(s.served_fingerprints),

@@ -102,9 +102,10 @@ def test_a_history_broken_mid_run_stops_the_watch_loudly(
     proc = spawn("watch", "--every", "200ms", "--history", "h.db")
     assert proc.stdout is not None
     assert " alpha first " in proc.stdout.readline()
-    for leftover in ("h.db-wal", "h.db-shm"):
-        (isolated / leftover).unlink(missing_ok=True)
-    (isolated / "h.db").write_text("no longer a database " * 500)
+    # A directory where the history was: no later check can open it. (Overwriting the file
+    # would race with the watch's own checkpoint, which can write valid pages back.)
+    (isolated / "h.db").rename(isolated / "h.db.moved")
+    (isolated / "h.db").mkdir()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 4
     last = err.strip().splitlines()[-1]
