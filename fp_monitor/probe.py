@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import json
 import os
 import random
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +84,13 @@ def sends_key_in_clear(target: Target) -> bool:
         return True
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA store costs tens of milliseconds,
+    which `fpmon watch` would otherwise pay at every check."""
+    return httpx2.create_ssl_context()
+
+
 def request_body(target: Target) -> dict[str, Any]:
     """One short message, a one-token limit, no temperature, no n: accepted by every model."""
     body: dict[str, Any] = {
@@ -138,7 +147,9 @@ async def probe_async(
     gate = asyncio.Semaphore(concurrency)
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     # Redirects are never followed, so a key can never travel to another origin.
-    async with httpx2.AsyncClient(limits=limits, follow_redirects=False, trust_env=False) as client:
+    async with httpx2.AsyncClient(
+        limits=limits, follow_redirects=False, trust_env=False, verify=_tls_context()
+    ) as client:
         groups = [
             asyncio.gather(*(_sample(client, gate, target) for _ in range(count)))
             for target, count in zip(targets, counts, strict=True)
