@@ -19,6 +19,7 @@ import pytest
 from fp_monitor.audit import export_history, import_history, prune_history, verify_history
 from fp_monitor.chain import GENESIS_HASH, chain_hash
 from fp_monitor.config import Config
+from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.history import MIGRATIONS, History, observation_row
 from fp_monitor.models import ABSENT, NULL, ErrorKind, Status
@@ -346,6 +347,23 @@ def test_prune_everything_keeps_known_and_previous_sets(path: Path) -> None:
     # the chain goes on from the checkpoint, with ids after the pruned ones
     assert [r["id"] for r in rows(path, "SELECT id FROM observations ORDER BY id")] == [9, 10, 11]
     assert verify_history(path).records == 3
+
+
+def test_prune_keeps_what_learning_reads(path: Path) -> None:
+    with History.open(path) as history:
+        for day in range(3):
+            at, observations = T0 + day * DAY, [obs("fp_a", at=T0 + day * DAY)] * 2
+            with history.write():
+                result = detect("grok", observations, history.facts("grok"), samples=2)
+                ended = dataclasses.replace(result, learning=day == 0)  # ends at the second
+                history.append_check(f"c{day}", at, ended, observations)
+        before = history.facts("grok")
+    assert before.learning_ended and before.fingerprint_counts == {"fp_a": 6}
+    prune_history(config(path), 0, T0 + 30 * DAY, dry_run=False)
+    with History.open(path) as history:
+        after = history.facts("grok")
+    assert after.learning_ended
+    assert after.fingerprint_counts == {"fp_a": 6} and after.first_success_at == T0
 
 
 def test_prune_twice_chains_the_checkpoints(path: Path) -> None:
