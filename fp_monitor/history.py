@@ -154,6 +154,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        # A target that never learns (locked, or `learning = false`) has no check with a
+        # learning state: without this index, the facts' lookup of the latest one reads all of
+        # the target's checks on every check, and an import (whose checks carry none) slows
+        # down quadratically.
+        "0006_checks_learning_index",
+        """
+        CREATE INDEX checks_target_learning ON checks (target, id) WHERE learning IS NOT NULL;
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -683,6 +693,9 @@ class History:
         """Give the space of deleted rows back to the file system (outside any transaction)."""
         with _errors(self.path):
             self._db.execute("VACUUM")
+            # In WAL mode the compacted file first lands in the WAL; while another process
+            # (a `fpmon watch`) keeps the history open, only a checkpoint shrinks the files.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters

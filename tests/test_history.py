@@ -238,6 +238,7 @@ EXPECTED_INDEXES = {
     ("observations_target_time", "observations", ("target", "observed_at")),
     ("observations_hash", "observations", ("hash",)),
     ("checks_target_time", "checks", ("target", "checked_at")),
+    ("checks_target_learning", "checks", ("target", "id")),
 }
 
 
