@@ -17,7 +17,7 @@ from typer.exceptions import TyperException
 
 from fp_monitor import __version__
 from fp_monitor.errors import ExitCode, FpmonError
-from fp_monitor.models import FailOn
+from fp_monitor.models import ALL_SOURCES, FailOn, Source
 from fp_monitor.redact import redact
 from fp_monitor.render import clean
 
@@ -108,6 +108,26 @@ SamplesOption = Annotated[
 ]
 
 
+class SourceChoice(StrEnum):
+    PROBE = "probe"
+    TRAFFIC = "traffic"
+    ALL = "all"
+
+    @property
+    def sources(self) -> frozenset[Source]:
+        return ALL_SOURCES if self is SourceChoice.ALL else frozenset({Source(self.value)})
+
+
+SourceOption = Annotated[
+    SourceChoice,
+    typer.Option(
+        "--source",
+        help="Whose observations make the known and previous sets: fpmon's probes, the "
+        "application's recorded traffic (fpmon proxy, recording_client), or all.",
+    ),
+]
+
+
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -148,6 +168,7 @@ def check(
     concurrency: Annotated[
         int, typer.Option(min=1, max=1024, help="Requests in flight at once, over all targets.")
     ] = 32,
+    source: SourceOption = SourceChoice.ALL,
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
@@ -163,6 +184,7 @@ def check(
         record=not no_record,
         concurrency=concurrency,
         locked=locked,
+        sources=source.sources,
     )
     result = run_check(loaded, targets or [], options)
     publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)

@@ -20,10 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from fp_monitor.errors import HistoryError
-from fp_monitor.models import ABSENT, NULL, Observation, TargetFacts, TargetResult
+from fp_monitor.models import (
+    ABSENT,
+    ALL_SOURCES,
+    NULL,
+    Observation,
+    Source,
+    TargetFacts,
+    TargetResult,
+)
 
 BUSY_TIMEOUT_SECONDS = 60.0
 GENESIS_HASH = "0" * 64
+NO_TAGS = "{}"
 
 # Append-only: never edit or reorder an entry; add a new one. Each runs once, in order.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -104,6 +113,26 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    # 0004 to 0006 are taken by work on other branches; names, not positions, say what ran.
+    (
+        "0007_traffic",
+        """
+        ALTER TABLE observations ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE checks ADD COLUMN source TEXT NOT NULL DEFAULT 'probe';
+        CREATE INDEX checks_target_source ON checks (target, source, id);
+        CREATE TABLE known_values_by_source (
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            samples INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (target, source, field, value)
+        ) WITHOUT ROWID;
+        INSERT INTO known_values_by_source
+            SELECT target, 'probe', field, value, first_seen, samples FROM known_values;
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -136,6 +165,17 @@ CHAINED_COLUMNS = (
 )
 
 
+_COUNT_KNOWN = (
+    "INSERT INTO known_values (target, field, value, first_seen, samples) VALUES (?, ?, ?, ?, 1)"
+    " ON CONFLICT (target, field, value) DO UPDATE SET samples = samples + 1"
+)
+_COUNT_KNOWN_BY_SOURCE = (
+    "INSERT INTO known_values_by_source (target, source, field, value, first_seen, samples)"
+    " VALUES (?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (target, source, field, value) DO UPDATE SET samples = samples + 1"
+)
+
+
 def timestamp(moment: datetime) -> str:
     """UTC, fixed width, so that text order is time order."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -157,7 +197,12 @@ def fingerprint_columns(token: str | None) -> tuple[str | None, str | None]:
 
 
 def chain_hash(row: dict[str, Any]) -> str:
-    canonical = json.dumps([row[c] for c in CHAINED_COLUMNS], separators=(",", ":"))
+    values = [row[c] for c in CHAINED_COLUMNS]
+    # Tags came with 0007: hashed only when there are some, so that every row written before
+    # keeps its hash, and adding or removing tags later still breaks the chain.
+    if row.get("tags", NO_TAGS) != NO_TAGS:
+        values.append(row["tags"])
+    canonical = json.dumps(values, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -243,30 +288,41 @@ class History:
                 raise
             self._db.execute("COMMIT")
 
-    def facts(self, target: str) -> TargetFacts:
-        """The previous successful check and the known values of `target`."""
+    def facts(self, target: str, sources: frozenset[Source] = ALL_SOURCES) -> TargetFacts:
+        """The previous successful check and the known values of `target`, as seen by the
+        observations of `sources`."""
+        # Every source: the union table as it always was; fewer: the per-source table.
+        only, names = "", tuple(source.value for source in sorted(sources))
+        if sources >= ALL_SOURCES:
+            names = ()
+            known_sql = (
+                "SELECT field, value, first_seen, samples FROM known_values WHERE target = ?"
+            )
+        else:
+            only = f" AND source IN ({', '.join('?' for _ in names)})"
+            known_sql = (
+                "SELECT field, value, min(first_seen), sum(samples) FROM known_values_by_source "
+                f"WHERE target = ?{only} GROUP BY field, value"
+            )
         with _errors(self.path):
             previous = self._db.execute(
                 "SELECT fingerprints, models, headers FROM checks "
-                "WHERE target = ? AND fingerprints IS NOT NULL ORDER BY id DESC LIMIT 1",
-                (target,),
+                f"WHERE target = ? AND fingerprints IS NOT NULL{only} ORDER BY id DESC LIMIT 1",
+                (target, *names),
             ).fetchone()
             known: dict[str, set[str]] = {"fingerprint": set(), "model": set()}
             first_seen = {}
             counts = {}
-            for field, value, seen, samples in self._db.execute(
-                "SELECT field, value, first_seen, samples FROM known_values WHERE target = ?",
-                (target,),
-            ):
+            for field, value, seen, samples in self._db.execute(known_sql, (target, *names)):
                 known.setdefault(field, set()).add(value)
                 first_seen[(field, value)] = parse_timestamp(seen)
                 if field == "fingerprint":
                     counts[value] = samples
             # The latest check that learns says whether learning is over (it never restarts).
             last_learning = self._db.execute(
-                "SELECT learning FROM checks WHERE target = ? AND learning IS NOT NULL "
-                "ORDER BY id DESC LIMIT 1",
-                (target,),
+                "SELECT learning FROM checks WHERE target = ? AND learning IS NOT NULL"
+                f"{only} ORDER BY id DESC LIMIT 1",
+                (target, *names),
             ).fetchone()
         common: dict[str, Any] = {
             "known_fingerprints": frozenset(known["fingerprint"]),
@@ -290,13 +346,14 @@ class History:
         checked_at: datetime,
         result: TargetResult,
         observations: Iterable[Observation],
+        source: Source = Source.PROBE,
     ) -> None:
         """Record one target's check; call inside `write()` so the chain cannot fork."""
         with _errors(self.path):
             last = self._db.execute("SELECT hash FROM observations ORDER BY id DESC LIMIT 1")
             prev_hash = (last.fetchone() or (GENESIS_HASH,))[0]
             for observation in observations:
-                row = _observation_row(check_id, observation, prev_hash)
+                row = _observation_row(check_id, observation, source, prev_hash)
                 row["hash"] = prev_hash = chain_hash(row)
                 columns = ", ".join(row)
                 marks = ", ".join("?" for _ in row)
@@ -308,16 +365,12 @@ class History:
                     ("model", observation.resolved_model),
                 ):
                     if observation.ok and value is not None:
-                        self._db.execute(
-                            "INSERT INTO known_values (target, field, value, first_seen, samples)"
-                            " VALUES (?, ?, ?, ?, 1) ON CONFLICT (target, field, value)"
-                            " DO UPDATE SET samples = samples + 1",
-                            (result.name, field, value, row["observed_at"]),
-                        )
+                        self._count_known(result.name, source, field, value, row["observed_at"])
             succeeded = bool(result.fingerprints or result.models)
             self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-                " headers, samples, errors, learning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " headers, samples, errors, learning, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     check_id,
                     result.name,
@@ -329,8 +382,14 @@ class History:
                     result.samples,
                     len(result.errors),
                     None if result.learning is None else int(result.learning),
+                    source.value,
                 ),
             )
+
+    def _count_known(self, target: str, source: Source, field: str, value: str, at: str) -> None:
+        """One more sample of a value: in the union of every source, and in its own source's."""
+        self._db.execute(_COUNT_KNOWN, (target, field, value, at))
+        self._db.execute(_COUNT_KNOWN_BY_SOURCE, (target, source.value, field, value, at))
 
     def count_observations(self, target: str | None = None) -> int:
         with _errors(self.path):
@@ -343,12 +402,14 @@ class History:
             return int(row[0])
 
 
-def _observation_row(check_id: str, obs: Observation, prev_hash: str) -> dict[str, Any]:
+def _observation_row(
+    check_id: str, obs: Observation, source: Source, prev_hash: str
+) -> dict[str, Any]:
     fingerprint, state = fingerprint_columns(obs.fingerprint)
     return {
         "check_id": check_id,
         "observed_at": timestamp(obs.observed_at),
-        "source": "probe",
+        "source": source.value,
         "target": obs.target,
         "provider": obs.provider,
         "base_url": obs.base_url,
@@ -371,6 +432,7 @@ def _observation_row(check_id: str, obs: Observation, prev_hash: str) -> dict[st
         "request_shape": obs.request_shape,
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
+        "tags": json.dumps(dict(obs.tags), sort_keys=True),
     }
 
 

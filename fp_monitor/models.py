@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +33,16 @@ class Status(StrEnum):
     CHANGED = "changed"
     SAME = "same"
     LEARNED = "learned"
+
+
+class Source(StrEnum):
+    """Where an observation came from: fpmon's own probe, or an application's real traffic."""
+
+    PROBE = "probe"
+    TRAFFIC = "traffic"
+
+
+ALL_SOURCES = frozenset(Source)
 
 
 class FailOn(StrEnum):
@@ -72,6 +83,8 @@ class Observation:
     error_message: str | None = None
     raw_response: str | None = None
     """The response body, bounded in size, kept beside the extracted fields."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """What the application said about a response of its own traffic (e.g. a user id)."""
 
     @property
     def ok(self) -> bool:
