@@ -152,12 +152,15 @@ def load_config(
     *,
     history: Path | None = None,
     baseline: Path | None = None,
+    need_targets: bool = True,
 ) -> Config:
-    """Find and validate the configuration; flags and env override the file's paths."""
+    """Find and validate the configuration; flags and env override the file's paths.
+    `need_targets=False`: no file and no key in the environment is fine (the default paths and
+    no target), for recording an application's traffic, which needs no target table."""
     path = find_config_file(explicit)
     if path is None:
         targets = targets_from_environment()
-        if not targets:
+        if not targets and need_targets:
             raise ConfigError(
                 "no configuration found and no provider key in the environment: "
                 "run `fpmon init` to write fpmon.toml, or `fpmon demo` to see fpmon work "

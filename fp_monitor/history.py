@@ -214,11 +214,17 @@ class History:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> History:
-        """Open (creating, owner-only, and migrating as needed) the history at `path`."""
+    def open(cls, path: Path, *, any_thread: bool = False) -> History:
+        """Open (creating, owner-only, and migrating as needed) the history at `path`.
+        `any_thread`: the caller uses it from several threads, one at a time."""
         with _errors(path):
             _create_private(path)
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            db = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=not any_thread,
+            )
             history = cls(db, path)
             _enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
