@@ -24,6 +24,7 @@ from fp_monitor.render import clean
 if TYPE_CHECKING:
     from fp_monitor.config import Target
     from fp_monitor.models import CheckResult
+    from fp_monitor.recording import Recorder
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 everything probed, nothing unexpected; 1 an unexpected change (per "
@@ -318,6 +319,41 @@ def fake_api(
         print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
 
     serve(fake, ready)
+    return ExitCode.OK
+
+
+@app.command()
+def proxy(
+    upstream: Annotated[
+        str,
+        typer.Option(help="The API to forward to, e.g. https://api.x.ai/v1.", show_default=False),
+    ],
+    target: Annotated[str, typer.Option(help="The target name the responses are recorded under.")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8787",
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+) -> int:
+    """Record the fingerprints of an application's own traffic: a local reverse proxy."""
+    from fp_monitor.proxy import is_loopback, parse_listen, serve_proxy
+
+    if not is_loopback(parse_listen(listen)[0]):
+        _stderr(f"warning: {listen} is reachable from other machines: anyone there can use it")
+
+    def ready(url: str, recorder: Recorder) -> None:
+        print(
+            f"fpmon proxy: {url} -> {upstream} (target {target}, history "
+            f"{recorder.history_path}); SIGTERM or Ctrl-C to stop",
+            flush=True,
+        )
+
+    serve_proxy(
+        listen=listen,
+        upstream=upstream,
+        target=target,
+        history=history,
+        config=config,
+        on_ready=ready,
+    )
     return ExitCode.OK
 
 

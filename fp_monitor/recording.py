@@ -58,7 +58,15 @@ from fp_monitor.errors import ConfigError, UnexpectedFingerprint
 from fp_monitor.history import History
 from fp_monitor.learning import LearningSettings
 from fp_monitor.lockfile import read_lock
-from fp_monitor.models import NULL, ErrorKind, Observation, Source, TargetResult, Usage
+from fp_monitor.models import (
+    NULL,
+    ErrorKind,
+    LockEntry,
+    Observation,
+    Source,
+    TargetResult,
+    Usage,
+)
 from fp_monitor.probe import (
     ERROR_MESSAGE_LIMIT,
     MAX_BODY_BYTES,
@@ -384,7 +392,9 @@ class Recorder:
         if self.on_unexpected is None or not observation.ok:
             return
         result = self._guarded(
-            "check", self._checking, lambda history: self._detect(history, observation)
+            "check",
+            self._checking,
+            lambda history: self._detect(history, observation, self._lock_entry()),
         )
         if result is None or not result.unexpected:
             return
@@ -441,22 +451,29 @@ class Recorder:
 
     def _write(self, history: History, observations: list[Observation]) -> bool:
         """Each response its own small check, all in one transaction."""
+        entry = self._lock_entry()  # read once for the batch
         with history.write():
             for observation in observations:
-                result = self._detect(history, observation)
+                result = self._detect(history, observation, entry)
                 history.append_check(
                     uuid.uuid4().hex, observation.observed_at, result, [observation], Source.TRAFFIC
                 )
         return True
 
-    def _detect(self, history: History, observation: Observation) -> TargetResult:
+    def _lock_entry(self) -> LockEntry | None:
+        """Read at each use: `fpmon accept` may change the lock while the application runs."""
+        return read_lock(self._baseline).get(self.target)
+
+    def _detect(
+        self, history: History, observation: Observation, entry: LockEntry | None
+    ) -> TargetResult:
         return detect_target(
             self.target,
             [observation],
             history.facts(self.target),
             settings=self._learning,
             expect=self._expect,
-            entry=read_lock(self._baseline).get(self.target),
+            entry=entry,
             checked_at=observation.observed_at,
         )
 

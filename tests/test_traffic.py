@@ -243,7 +243,8 @@ def test_raise_on_a_completion_is_the_callers_exception(known_fp_a: FakeAPI, his
     client = sdk(known_fp_a, http)
     with pytest.raises(UnexpectedFingerprint, match="fp_rollout001"):
         client.chat.completions.create(model="model-a", messages=MESSAGES)
-    # recorded, so now known: the same backend is no longer unexpected
+    http.fpmon.flush()
+    # recorded (as `new`), so now known, as after `fpmon check`: an event once, not every call
     assert client.chat.completions.create(model="model-a", messages=MESSAGES).system_fingerprint
     http.close()
 
