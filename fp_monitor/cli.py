@@ -334,10 +334,12 @@ def proxy(
     history: HistoryOption = None,
 ) -> int:
     """Record the fingerprints of an application's own traffic: a local reverse proxy."""
-    from fp_monitor.proxy import is_loopback, parse_listen, serve_proxy
+    from fp_monitor.proxy import in_clear, is_loopback, parse_listen, serve_proxy
 
     if not is_loopback(parse_listen(listen)[0]):
         _stderr(f"warning: {listen} is reachable from other machines: anyone there can use it")
+    if in_clear(upstream):
+        _stderr(f"warning: {upstream} is plain http: your application's key travels in clear")
 
     def ready(url: str, recorder: Recorder) -> None:
         print(

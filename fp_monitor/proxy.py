@@ -274,6 +274,12 @@ def check_upstream(upstream: str) -> None:
         )
 
 
+def in_clear(upstream: str) -> bool:
+    """Plain http to another machine: the application's key would travel unencrypted."""
+    parts = urlsplit(upstream)
+    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

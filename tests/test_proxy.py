@@ -16,7 +16,7 @@ import pytest
 
 from fp_monitor.errors import ConfigError
 from fp_monitor.fake_api import FakeAPI
-from fp_monitor.proxy import ProxyApp, end_to_end, parse_listen
+from fp_monitor.proxy import ProxyApp, end_to_end, in_clear, parse_listen
 from fp_monitor.recording import Recorder
 
 CHAT = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}
@@ -164,3 +164,18 @@ def test_parse_listen(listen: str, parsed: tuple[str, int]) -> None:
 def test_parse_listen_refuses(listen: str) -> None:
     with pytest.raises(ConfigError, match="expected HOST:PORT"):
         parse_listen(listen)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "clear"),
+    [
+        ("http://api.example.com/v1", True),
+        ("http://10.0.0.5:8000/v1", True),
+        ("https://api.example.com/v1", False),
+        ("http://127.0.0.1:8000/v1", False),
+        ("http://localhost:11434/v1", False),
+        ("http://[::1]:8000/v1", False),
+    ],
+)
+def test_a_key_sent_in_clear_to_another_machine_is_noticed(upstream: str, clear: bool) -> None:
+    assert in_clear(upstream) is clear
