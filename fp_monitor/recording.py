@@ -729,7 +729,8 @@ def recording_client(
     "warn" or "raise" UnexpectedFingerprint when a response comes from an unexpected backend
     (a stream: at its first chunk, before its content). Other keywords go to httpx2.Client;
     `transport=` is wrapped, not replaced. Environment proxy variables are not read: pass
-    `proxy=`."""
+    `proxy=`. A configuration file that is found but invalid raises ConfigError here, never
+    during a request."""
     recorder = Recorder(target, history=history, tags=tags, on_unexpected=on_unexpected)
     inner = httpx_kwargs.pop("transport", None)
     pool = _split_options(httpx_kwargs)

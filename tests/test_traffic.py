@@ -25,6 +25,7 @@ import fp_monitor
 from fp_monitor import UnexpectedFingerprint, UnexpectedFingerprintWarning
 from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config import load_config
+from fp_monitor.errors import ConfigError
 from fp_monitor.fake_api import FakeAPI, ModelBehaviour
 from fp_monitor.models import Source, Status
 from fp_monitor.recording import RecordingAsyncClient, RecordingClient
@@ -204,6 +205,14 @@ def test_tracked_headers_come_from_the_config(
     sdk(fake, http).chat.completions.create(model="model-a", messages=MESSAGES)
     http.close()
     assert json.loads(rows(history)[0]["headers"]) == {"openai-version": "2020-10-01"}
+
+
+def test_a_broken_config_is_said_when_the_client_is_made(isolated: Path, history: Path) -> None:
+    (isolated / "fpmon.toml").write_text("[targets.app]\nprovider = 'nope'\n")
+    with pytest.raises(ConfigError, match="unknown provider 'nope'"):
+        fp_monitor.recording_client("app", history=history)
+    with pytest.raises(ValueError, match="on_unexpected"):
+        fp_monitor.recording_client("x", history=history, on_unexpected="explode")  # type: ignore[arg-type]
 
 
 # --- on_unexpected ------------------------------------------------------------------------
