@@ -456,15 +456,6 @@ def fake_api(
     return ExitCode.OK
 
 
-ShownSourceOption = Annotated[
-    SourceChoice,
-    typer.Option(
-        "--source",
-        help="Whose records: fpmon's probes, your application's recorded traffic, or all.",
-    ),
-]
-
-
 class ListFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -515,7 +506,6 @@ def history_command(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="How to print it.")
     ] = ListFormat.TABLE,
-    source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Show the timeline of fingerprint runs per target, or the raw observations."""
     from fp_monitor.config import load_config
@@ -524,7 +514,7 @@ def history_command(
     from fp_monitor.render import render_observations, render_runs
 
     loaded = load_config(config, history=history, require_targets=False)
-    window = Window(since, until, source.sources)
+    window = Window(since, until)
     if observations:
         records = read_observations(loaded.history, target, window, limit)
         render_observations(records, output_format.value, sys.stdout)
@@ -541,7 +531,6 @@ def stats(
     config: ConfigOption = None,
     history: HistoryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-    source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Per target: values seen, the set served now with shares, changes, errors, latency."""
     from fp_monitor.config import load_config
@@ -550,7 +539,7 @@ def stats(
 
     loaded = load_config(config, history=history, require_targets=False)
     now = datetime.now(UTC)
-    found = read_stats(loaded.history, target, since, now, source.sources)
+    found = read_stats(loaded.history, target, since, now)
     if as_json:
         print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
     else:

@@ -193,12 +193,10 @@ class LockEntry:
 
 @dataclass(frozen=True)
 class Window:
-    """A time range of the history: `since` included, `until` excluded; None is open. Only
-    the records of `sources` (fpmon's probes, an application's traffic, or both)."""
+    """A time range of the history: `since` included, `until` excluded; None is open."""
 
     since: datetime | None = None
     until: datetime | None = None
-    sources: frozenset[Source] = ALL_SOURCES
 
 
 @dataclass(frozen=True)
