@@ -1,3 +1,43 @@
-"""fpmon: monitor the backend fingerprints (system_fingerprint) of OpenAI-compatible LLM APIs."""
+"""fpmon: monitor the backend fingerprints (system_fingerprint) of OpenAI-compatible LLM APIs.
+
+The Python API (see README, "Your own traffic"): `recording_client`, `recording_async_client`,
+`check_response`, `UnexpectedFingerprint`, `UnexpectedFingerprintWarning`. They are imported
+on first use, so that `import fp_monitor` (and the command line) stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fp_monitor.errors import UnexpectedFingerprint
+    from fp_monitor.recording import (
+        UnexpectedFingerprintWarning,
+        check_response,
+        recording_async_client,
+        recording_client,
+    )
 
 __version__ = "0.1.0"
+__all__ = [
+    "UnexpectedFingerprint",
+    "UnexpectedFingerprintWarning",
+    "__version__",
+    "check_response",
+    "recording_async_client",
+    "recording_client",
+]
+_LAZY = {
+    "UnexpectedFingerprint": "fp_monitor.errors",
+    "UnexpectedFingerprintWarning": "fp_monitor.recording",
+    "check_response": "fp_monitor.recording",
+    "recording_async_client": "fp_monitor.recording",
+    "recording_client": "fp_monitor.recording",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fp_monitor' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from fp_monitor.config import Config
 from fp_monitor.errors import ExitCode
 from fp_monitor.history import History
 from fp_monitor.lockfile import Acceptance, accept_values, read_lock, write_lock
+from fp_monitor.models import Source
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ def run_accept(
     changes, never = [], []
     try:
         for target in targets:
-            facts = history.facts(target.name) if history else None
+            # What fpmon's own probe saw last: one response of the application's traffic is
+            # not the served set.
+            facts = history.facts(target.name, frozenset({Source.PROBE})) if history else None
             if facts is None or facts.previous_fingerprints is None:
                 never.append(target.name)
                 continue

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from fp_monitor.chain import RECORD_FIELDS, Checkpoint, chain_hash, walk
+from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, chain_hash, walk
 from fp_monitor.config import Config
 from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError
@@ -66,6 +66,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "request_shape": (str, False),
     "raw_response": (str, True),
     "prev_hash": (str, False),
+    "tags": (str, False),
     "hash": (str, False),
 }
 
@@ -204,6 +205,8 @@ def parse_record(text: str) -> dict[str, Any]:
         raise ValueError(f"expected version {EXPORT_VERSION}, got {data.get('version')!r}")
     record = {}
     for field in RECORD_FIELDS:
+        if field == "tags" and field not in data:
+            data[field] = NO_TAGS  # exported before records had tags
         if field not in data:
             raise ValueError(f"missing field {field!r}")
         kind, nullable = _FIELD_TYPES[field]

@@ -46,7 +46,8 @@ CHAINED_COLUMNS = (
     "raw_response",
     "prev_hash",
 )
-RECORD_FIELDS = (*CHAINED_COLUMNS, "hash")
+NO_TAGS = "{}"
+RECORD_FIELDS = (*CHAINED_COLUMNS, "tags", "hash")
 """A record as it is stored (beside its id) and exported."""
 
 
@@ -57,7 +58,16 @@ class Row(Protocol):
 
 
 def chain_hash(row: Row) -> str:
-    canonical = json.dumps([row[c] for c in CHAINED_COLUMNS], separators=(",", ":"))
+    values = [row[c] for c in CHAINED_COLUMNS]
+    # Tags came with schema 0007: hashed only when there are some, so that every record
+    # written before keeps its hash, and adding or removing tags later still breaks the chain.
+    try:
+        tags = row["tags"]
+    except (KeyError, IndexError):
+        tags = NO_TAGS
+    if tags != NO_TAGS:
+        values.append(tags)
+    canonical = json.dumps(values, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

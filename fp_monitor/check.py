@@ -13,13 +13,20 @@ from fp_monitor.config import Config, Target
 from fp_monitor.detect import detect
 from fp_monitor.errors import ConfigError, ExitCode, most_severe
 from fp_monitor.history import History
-from fp_monitor.learning import LearningState, learning_state, samples_for_check
+from fp_monitor.learning import (
+    LearningSettings,
+    LearningState,
+    learning_state,
+    samples_for_check,
+)
 from fp_monitor.lockfile import read_lock
 from fp_monitor.models import (
+    ALL_SOURCES,
     CheckResult,
     FailOn,
     LockEntry,
     Observation,
+    Source,
     Status,
     TargetFacts,
     TargetResult,
@@ -36,6 +43,8 @@ class CheckOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     locked: bool = False
     """A target without a lock entry is unexpected (the CI gate's strict mode)."""
+    sources: frozenset[Source] = ALL_SOURCES
+    """Whose observations make the known and previous sets: probes, traffic, or both."""
 
 
 def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
@@ -84,7 +93,9 @@ def _samples(
     """Requests for this check: a learning target's first check bootstraps its served set."""
     if options.samples is not None:
         return options.samples
-    first = history is None or history.facts(target.name).previous_fingerprints is None
+    first = (
+        history is None or history.facts(target.name, options.sources).previous_fingerprints is None
+    )
     return samples_for_check(
         target.samples,
         settings=target.learning,
@@ -101,38 +112,61 @@ def _detect_all(
     options: CheckOptions,
     checked_at: datetime,
 ) -> list[TargetResult]:
-    results = []
-    for target, target_observations in zip(targets, observations, strict=True):
-        facts = history.facts(target.name) if history else TargetFacts()
-        entry = lock.get(target.name)
-        # Statuses follow the learning state before this check; the result reports the state
-        # after it, this check's samples included.
-        before = _learning(target, facts, entry, checked_at)
-        result = detect(
+    return [
+        detect_target(
             target.name,
             target_observations,
-            facts,
-            samples=len(target_observations),
+            history.facts(target.name, options.sources) if history else TargetFacts(),
+            settings=target.learning,
             expect=target.expect,
-            lock=entry,
+            entry=lock.get(target.name),
+            checked_at=checked_at,
             locked=options.locked,
-            learning=before.learning,
             fail_on=options.fail_on,
         )
-        after = _learning(target, facts, entry, checked_at, before, target_observations)
-        learns = target.learning.enabled and entry is None
-        results.append(
-            replace(
-                result,
-                learning=after.learning if learns else None,
-                unseen_estimate=after.unseen_estimate,
-            )
-        )
-    return results
+        for target, target_observations in zip(targets, observations, strict=True)
+    ]
+
+
+def detect_target(
+    name: str,
+    observations: Sequence[Observation],
+    facts: TargetFacts,
+    *,
+    settings: LearningSettings,
+    expect: frozenset[str],
+    entry: LockEntry | None,
+    checked_at: datetime,
+    locked: bool = False,
+    fail_on: FailOn = FailOn.NEW,
+) -> TargetResult:
+    """Detection for one target's check, learning included: what a probe's check and each
+    recorded response of the application's traffic both go through."""
+    # Statuses follow the learning state before this check; the result reports the state
+    # after it, this check's samples included.
+    before = _learning(settings, facts, entry, checked_at)
+    result = detect(
+        name,
+        observations,
+        facts,
+        samples=len(observations),
+        expect=expect,
+        lock=entry,
+        locked=locked,
+        learning=before.learning,
+        fail_on=fail_on,
+    )
+    after = _learning(settings, facts, entry, checked_at, before, observations)
+    learns = settings.enabled and entry is None
+    return replace(
+        result,
+        learning=after.learning if learns else None,
+        unseen_estimate=after.unseen_estimate,
+    )
 
 
 def _learning(
-    target: Target,
+    settings: LearningSettings,
     facts: TargetFacts,
     entry: LockEntry | None,
     now: datetime,
@@ -155,7 +189,7 @@ def _learning(
         counts,
         first_success_age=None if first_success is None else (now - first_success).total_seconds(),
         ended=ended,
-        settings=target.learning,
+        settings=settings,
         has_lock=entry is not None,
     )
 

@@ -18,13 +18,14 @@ from typer.exceptions import TyperException
 
 from fp_monitor import __version__
 from fp_monitor.errors import ConfigError, ExitCode, FpmonError
-from fp_monitor.models import Event, FailOn
+from fp_monitor.models import ALL_SOURCES, Event, FailOn, Source
 from fp_monitor.redact import redact
 from fp_monitor.render import clean
 
 if TYPE_CHECKING:
     from fp_monitor.config import Target
     from fp_monitor.models import CheckResult
+    from fp_monitor.recording import Recorder
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 everything probed, nothing unexpected; 1 an unexpected change (per "
@@ -117,6 +118,26 @@ FailOnOption = Annotated[
 ]
 
 
+class SourceChoice(StrEnum):
+    PROBE = "probe"
+    TRAFFIC = "traffic"
+    ALL = "all"
+
+    @property
+    def sources(self) -> frozenset[Source]:
+        return ALL_SOURCES if self is SourceChoice.ALL else frozenset({Source(self.value)})
+
+
+SourceOption = Annotated[
+    SourceChoice,
+    typer.Option(
+        "--source",
+        help="Whose observations make the known and previous sets: fpmon's probes, the "
+        "application's recorded traffic (fpmon proxy, recording_client), or all.",
+    ),
+]
+
+
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -160,6 +181,7 @@ def check(
             show_default=False,
         ),
     ] = None,
+    source: SourceOption = SourceChoice.ALL,
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
@@ -181,6 +203,7 @@ def check(
         record=not no_record,
         concurrency=concurrency,
         locked=locked,
+        sources=source.sources,
     )
     result = run_check(loaded, targets or [], options)
     publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)
@@ -599,6 +622,43 @@ def prune(
     loaded = load_config(config, history=history, require_targets=False)
     pruned = prune_history(loaded, older_than, datetime.now(UTC), dry_run)
     render_pruned(loaded.history, pruned)
+    return ExitCode.OK
+
+
+@app.command()
+def proxy(
+    upstream: Annotated[
+        str,
+        typer.Option(help="The API to forward to, e.g. https://api.x.ai/v1.", show_default=False),
+    ],
+    target: Annotated[str, typer.Option(help="The target name the responses are recorded under.")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8787",
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+) -> int:
+    """Record the fingerprints of an application's own traffic: a local reverse proxy."""
+    from fp_monitor.proxy import in_clear, is_loopback, parse_listen, serve_proxy
+
+    if not is_loopback(parse_listen(listen)[0]):
+        _stderr(f"warning: {listen} is reachable from other machines: anyone there can use it")
+    if in_clear(upstream):
+        _stderr(f"warning: {upstream} is plain http: your application's key travels in clear")
+
+    def ready(url: str, recorder: Recorder) -> None:
+        print(
+            f"fpmon proxy: {url} -> {upstream} (target {target}, history "
+            f"{recorder.history_path}); SIGTERM or Ctrl-C to stop",
+            flush=True,
+        )
+
+    serve_proxy(
+        listen=listen,
+        upstream=upstream,
+        target=target,
+        history=history,
+        config=config,
+        on_ready=ready,
+    )
     return ExitCode.OK
 
 

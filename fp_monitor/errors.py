@@ -71,3 +71,23 @@ class NotifyError(FpmonError):
     """A notifier could not deliver: a warning during a check, the failure of `notify test`."""
 
     exit_code = ExitCode.PROBE_FAILED
+
+
+class UnexpectedFingerprint(FpmonError):
+    """A response came from a backend configuration outside the expected set.
+
+    `target`: the target the response was checked for (None when checked against a plain set);
+    `field`: "fingerprint" or "model"; `before`: the expected values; `now`: the response's
+    value. Values are fpmon's tokens: a null fingerprint is "<null>", a missing one "<absent>".
+    """
+
+    exit_code = ExitCode.UNEXPECTED
+
+    def __init__(self, target: str | None, field: str, before: tuple[str, ...], now: str) -> None:
+        self.target = target
+        self.field = field
+        self.before = before
+        self.now = now
+        expected = ", ".join(before) if before else "nothing yet"
+        where = f"{target}: " if target else ""
+        super().__init__(f"{where}unexpected {field} {now} (expected: {expected})")

@@ -42,6 +42,7 @@ The file read by ``load_config`` (TOML)::
     weights = [0.8, 0.2]
     seed = 1
     latency = 0.05                   # seconds
+    stream_delay = 0.1               # seconds between the events of a streamed answer
     headers = { server = "fake/1" }
     reasoning = false                # true: reject max_tokens and a non-default temperature
     rollouts = [{ fingerprint = "fp_cccccccccc", share = 0.2, after_requests = 100 }]
@@ -130,6 +131,8 @@ class ModelBehaviour:
     weights: list[float] | None = None
     seed: int | None = None
     latency: float = 0.0
+    stream_delay: float = 0.0
+    """Seconds between the events of a streamed answer, the way a model emits tokens."""
     headers: dict[str, str] = field(default_factory=dict)
     reasoning: bool = False
     rollouts: list[Rollout] = field(default_factory=list)
@@ -308,6 +311,8 @@ class _Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     fault: Fault | None = None
+    event_delay: float = 0.0
+    """A stream: seconds between its events."""
 
 
 def _json_reply(status: int, obj: Any) -> _Reply:
@@ -586,6 +591,12 @@ class _Handler(BaseHTTPRequestHandler):
                 # a client that went away makes this write fail, which ends the drip
                 self.wfile.write(body[i : i + 1])
                 time.sleep(reply.fault.delay)
+        elif reply.event_delay:
+            events = body.split(b"\n\n")[:-1]  # each event ends with a blank line
+            for n, event in enumerate(events):
+                if n:
+                    time.sleep(reply.event_delay)
+                self.wfile.write(event + b"\n\n")
         else:
             self.wfile.write(body)
 
@@ -825,6 +836,8 @@ class FakeAPI:
         resolved = behaviour.resolved_model or request.model
         reply = _completion(body, resolved, fingerprint, content, behaviour.reasoning)
         reply.headers.update(behaviour.headers)
+        if body.get("stream") is True:
+            reply.event_delay = behaviour.stream_delay
         return reply
 
     def _admin(self, method: str, path: str, raw: bytes) -> _Reply:

@@ -33,6 +33,7 @@ from fp_monitor.chain import (
 from fp_monitor.errors import HistoryError
 from fp_monitor.models import (
     ABSENT,
+    ALL_SOURCES,
     CHANGE_STATUSES,
     NULL,
     CheckRecord,
@@ -40,6 +41,7 @@ from fp_monitor.models import (
     Observation,
     Recorded,
     Sample,
+    Source,
     Status,
     TargetFacts,
     TargetResult,
@@ -164,8 +166,38 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX checks_target_learning ON checks (target, id) WHERE learning IS NOT NULL;
         """,
     ),
+    (
+        "0007_traffic",
+        """
+        ALTER TABLE observations ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE checks ADD COLUMN source TEXT NOT NULL DEFAULT 'probe';
+        CREATE INDEX checks_target_source ON checks (target, source, id);
+        CREATE TABLE known_values_by_source (
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            samples INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (target, source, field, value)
+        ) WITHOUT ROWID;
+        INSERT INTO known_values_by_source
+            SELECT target, 'probe', field, value, first_seen, samples FROM known_values;
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_COUNT_KNOWN = (
+    "INSERT INTO known_values (target, field, value, first_seen, samples) VALUES (?, ?, ?, ?, 1)"
+    " ON CONFLICT (target, field, value) DO UPDATE SET samples = samples + 1"
+)
+_COUNT_KNOWN_BY_SOURCE = (
+    "INSERT INTO known_values_by_source (target, source, field, value, first_seen, samples)"
+    " VALUES (?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (target, source, field, value) DO UPDATE SET samples = samples + 1"
+)
 
 
 def timestamp(moment: datetime) -> str:
@@ -207,11 +239,17 @@ class History:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> History:
-        """Open (creating, owner-only, and migrating as needed) the history at `path`."""
+    def open(cls, path: Path, *, any_thread: bool = False) -> History:
+        """Open (creating, owner-only, and migrating as needed) the history at `path`.
+        `any_thread`: the caller uses it from several threads, one at a time."""
         with _errors(path):
             _create_private(path)
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            db = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=not any_thread,
+            )
             history = cls(db, path)
             _enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
@@ -289,33 +327,44 @@ class History:
                 raise
             self._db.execute("COMMIT")
 
-    def facts(self, target: str) -> TargetFacts:
-        """The previous successful check and the known values of `target`."""
+    def facts(self, target: str, sources: frozenset[Source] = ALL_SOURCES) -> TargetFacts:
+        """The previous successful check and the known values of `target`, as seen by the
+        observations of `sources`."""
+        # Every source: the union table as it always was; fewer: the per-source table.
+        only, names = "", tuple(source.value for source in sorted(sources))
+        if sources >= ALL_SOURCES:
+            names = ()
+            known_sql = (
+                "SELECT field, value, first_seen, samples FROM known_values WHERE target = ?"
+            )
+        else:
+            only = f" AND source IN ({', '.join('?' for _ in names)})"
+            known_sql = (
+                "SELECT field, value, min(first_seen), sum(samples) FROM known_values_by_source "
+                f"WHERE target = ?{only} GROUP BY field, value"
+            )
         with _errors(self.path):
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
             previous = self._db.execute(
                 "SELECT fingerprints, models, headers FROM checks "
-                "WHERE target = ? AND fingerprints IS NOT NULL "
+                f"WHERE target = ? AND fingerprints IS NOT NULL{only} "
                 "ORDER BY checked_at DESC, id DESC LIMIT 1",
-                (target,),
+                (target, *names),
             ).fetchone()
             known: dict[str, set[str]] = {"fingerprint": set(), "model": set()}
             first_seen = {}
             counts = {}
-            for field, value, seen, samples in self._db.execute(
-                "SELECT field, value, first_seen, samples FROM known_values WHERE target = ?",
-                (target,),
-            ):
+            for field, value, seen, samples in self._db.execute(known_sql, (target, *names)):
                 known.setdefault(field, set()).add(value)
                 first_seen[(field, value)] = parse_timestamp(seen)
                 if field == "fingerprint":
                     counts[value] = samples
             # The latest check that learns says whether learning is over (it never restarts).
             last_learning = self._db.execute(
-                "SELECT learning FROM checks WHERE target = ? AND learning IS NOT NULL "
-                "ORDER BY id DESC LIMIT 1",
-                (target,),
+                "SELECT learning FROM checks WHERE target = ? AND learning IS NOT NULL"
+                f"{only} ORDER BY id DESC LIMIT 1",
+                (target, *names),
             ).fetchone()
         common: dict[str, Any] = {
             "known_fingerprints": frozenset(known["fingerprint"]),
@@ -339,17 +388,18 @@ class History:
         checked_at: datetime,
         result: TargetResult,
         observations: Iterable[Observation],
+        source: Source = Source.PROBE,
     ) -> None:
         """Record one target's check; call inside `write()` so the chain cannot fork."""
         observations = list(observations)
         with _errors(self.path):
             head_id, prev_hash = self._head()
             for observation in observations:
-                row = observation_row(check_id, observation, prev_hash)
+                row = observation_row(check_id, observation, prev_hash, source)
                 row["hash"] = prev_hash = chain_hash(row)
                 head_id += 1
                 self._insert({"id": head_id, **row})
-        self.record_check(check_id, checked_at, result, observations)
+        self.record_check(check_id, checked_at, result, observations, source)
 
     def record_check(
         self,
@@ -357,28 +407,30 @@ class History:
         checked_at: datetime,
         result: TargetResult,
         observations: Iterable[Observation],
+        source: Source = Source.PROBE,
     ) -> None:
         """The facts detection reads next time: the check's sets and the values now known."""
         with _errors(self.path):
+            known = [
+                (result.name, field, value, timestamp(observation.observed_at))
+                for observation in observations
+                if observation.ok
+                for field, value in (
+                    ("fingerprint", observation.fingerprint),
+                    ("model", observation.resolved_model),
+                )
+                if value is not None
+            ]
+            # One more sample of each value: in the union of every source, and in its own.
+            self._db.executemany(_COUNT_KNOWN, known)
             self._db.executemany(
-                "INSERT INTO known_values (target, field, value, first_seen, samples)"
-                " VALUES (?, ?, ?, ?, 1) ON CONFLICT (target, field, value)"
-                " DO UPDATE SET samples = samples + 1",
-                [
-                    (result.name, field, value, timestamp(observation.observed_at))
-                    for observation in observations
-                    if observation.ok
-                    for field, value in (
-                        ("fingerprint", observation.fingerprint),
-                        ("model", observation.resolved_model),
-                    )
-                    if value is not None
-                ],
+                _COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known]
             )
             succeeded = bool(result.fingerprints or result.models)
             self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-                " headers, samples, errors, learning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " headers, samples, errors, learning, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     check_id,
                     result.name,
@@ -390,6 +442,7 @@ class History:
                     result.samples,
                     len(result.errors),
                     None if result.learning is None else int(result.learning),
+                    source.value,
                 ),
             )
 
@@ -774,13 +827,15 @@ def observation_from_row(row: Row) -> Observation:
     )
 
 
-def observation_row(check_id: str, obs: Observation, prev_hash: str) -> dict[str, Any]:
+def observation_row(
+    check_id: str, obs: Observation, prev_hash: str, source: Source = Source.PROBE
+) -> dict[str, Any]:
     """The chained columns of `obs` as stored (hash it with chain_hash)."""
     fingerprint, state = fingerprint_columns(obs.fingerprint)
     return {
         "check_id": check_id,
         "observed_at": timestamp(obs.observed_at),
-        "source": "probe",
+        "source": source.value,
         "target": obs.target,
         "provider": obs.provider,
         "base_url": obs.base_url,
@@ -803,6 +858,7 @@ def observation_row(check_id: str, obs: Observation, prev_hash: str) -> dict[str
         "request_shape": obs.request_shape,
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
+        "tags": json.dumps(dict(obs.tags), sort_keys=True),
     }
 
 

@@ -45,6 +45,16 @@ class Event(StrEnum):
     RECOVERED = "recovered"
 
 
+class Source(StrEnum):
+    """Where an observation came from: fpmon's own probe, or an application's real traffic."""
+
+    PROBE = "probe"
+    TRAFFIC = "traffic"
+
+
+ALL_SOURCES = frozenset(Source)
+
+
 class FailOn(StrEnum):
     NEW = "new"
     CHANGE = "change"
@@ -83,6 +93,8 @@ class Observation:
     error_message: str | None = None
     raw_response: str | None = None
     """The response body, bounded in size, kept beside the extracted fields."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """What the application said about a response of its own traffic (e.g. a user id)."""
 
     @property
     def ok(self) -> bool:

@@ -214,7 +214,7 @@ async def _attempt(
         )
     latency_ms = (time.perf_counter() - started) * 1000
     status = response.status_code
-    kind = _error_kind(status)
+    kind = status_error_kind(status)
     return _Attempt(
         status=status,
         body=content,
@@ -240,7 +240,7 @@ async def _read_bounded(response: httpx2.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _error_kind(status: int) -> ErrorKind | None:
+def status_error_kind(status: int) -> ErrorKind | None:
     if 200 <= status < 300:
         return None
     if status in (401, 403):
@@ -332,9 +332,7 @@ def _observation(
         "raw_response": _bounded_text(attempt.body) if attempt.body else None,
     }
     if attempt.headers is not None:
-        common["request_id"] = next(
-            (v for h in _REQUEST_ID_HEADERS if (v := attempt.headers.get(h))), None
-        )
+        common["request_id"] = request_id(attempt.headers)
         common["headers"] = {
             h: attempt.headers[h] for h in target.track_headers if h in attempt.headers
         }
@@ -347,6 +345,11 @@ def _observation(
         return Observation(**common, **parsed)
     message = redact(attempt.error_message or "")[:ERROR_MESSAGE_LIMIT]
     return Observation(**common, error_kind=attempt.error_kind, error_message=message)
+
+
+def request_id(headers: httpx2.Headers) -> str | None:
+    """The provider's id of one request, from whichever header the provider uses."""
+    return next((v for h in _REQUEST_ID_HEADERS if (v := headers.get(h))), None)
 
 
 def _bounded_text(body: bytes) -> str:
@@ -363,6 +366,12 @@ def parse_completion(body: bytes) -> dict[str, Any] | str:
         start = body[:80].decode("utf-8", "replace").strip()
         kind = "HTML" if start.startswith("<") else "not valid JSON (truncated?)"
         return f"HTTP 200 but the body is {kind}, not a chat completion"
+    return completion_fields(data)
+
+
+def completion_fields(data: Any) -> dict[str, Any] | str:
+    """The Observation fields of a parsed chat completion (or of one chunk of a streamed one),
+    or a message saying why it is not one."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         return "HTTP 200 but the JSON is not a chat completion (no choices list)"
     fingerprint = _token(data, "system_fingerprint")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 
 class Auth(StrEnum):
@@ -138,3 +139,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
+
+
+def provider_for_url(url: str) -> str:
+    """The preset whose API `url` belongs to (same host and port), else custom."""
+    netloc = urlsplit(url).netloc.lower()
+    if netloc.endswith(".openai.azure.com"):
+        return "azure"
+    for preset in PRESETS.values():
+        if preset.base_url and urlsplit(preset.base_url).netloc == netloc:
+            return preset.name
+    return "custom"

@@ -489,6 +489,22 @@ def test_latency_delays_every_answer(start: Start, http: httpx2.Client) -> None:
     assert time.monotonic() - began >= 0.4
 
 
+def test_stream_delay_spaces_the_events_of_a_stream(start: Start, http: httpx2.Client) -> None:
+    fake = start({"m": ModelBehaviour(["fp_a"], stream_delay=0.15)})
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    arrivals, events = [], []
+    began = time.monotonic()
+    with http.stream("POST", fake.base_url + "/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line:
+                arrivals.append(time.monotonic() - began)
+                events.append(line)
+    assert events[-1] == "data: [DONE]" and len(events) == 4
+    assert arrivals[0] < 0.15 * 0.9  # the first event is not held back
+    assert all(at >= n * 0.15 * 0.95 for n, at in enumerate(arrivals)), arrivals  # nor rushed
+    assert post(http, fake, "m").json()["system_fingerprint"] == "fp_a"  # no delay unstreamed
+
+
 def test_drip_fault_sends_a_normal_answer_slowly(start: Start, http: httpx2.Client) -> None:
     fake = start({"m": ModelBehaviour(["fp_a"])})
     fake.add_faults([Fault("drip", delay=0.001)])
@@ -623,6 +639,7 @@ def test_load_config_reads_the_documented_example(
         weights=[0.8, 0.2],
         seed=1,
         latency=0.05,
+        stream_delay=0.1,
         headers={"server": "fake/1"},
         rollouts=[Rollout("fp_cccccccccc", 0.2, after_requests=100)],
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -9,12 +11,14 @@ import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fp_monitor.chain import CHAINED_COLUMNS
 from fp_monitor.detect import detect
 from fp_monitor.errors import ExitCode, HistoryError
 from fp_monitor.history import GENESIS_HASH, MIGRATIONS, History, chain_hash
@@ -23,6 +27,7 @@ from fp_monitor.models import (
     NULL,
     ErrorKind,
     Observation,
+    Source,
     Status,
     TargetResult,
     Usage,
@@ -72,11 +77,12 @@ def record(
     target: str = "grok",
     at: datetime = T0,
     check_id: str | None = None,
+    source: Source = Source.PROBE,
 ) -> TargetResult:
     """What `fpmon check` does for one target: facts and detection inside the write."""
     with history.write():
         result = detect(target, observations, history.facts(target), samples=len(observations))
-        history.append_check(check_id or uuid.uuid4().hex, at, result, observations)
+        history.append_check(check_id or uuid.uuid4().hex, at, result, observations, source)
     return result
 
 
@@ -199,6 +205,7 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("raw_response", "TEXT", 0, None, 0),
         ("prev_hash", "TEXT", 1, None, 0),
         ("hash", "TEXT", 1, None, 0),
+        ("tags", "TEXT", 1, "'{}'", 0),
     ],
     "checks": [
         ("id", "INTEGER", 0, None, 1),
@@ -212,6 +219,7 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("samples", "INTEGER", 1, None, 0),
         ("errors", "INTEGER", 1, None, 0),
         ("learning", "INTEGER", 0, None, 0),
+        ("source", "TEXT", 1, "'probe'", 0),
     ],
     "known_values": [
         ("target", "TEXT", 1, None, 1),
@@ -229,6 +237,14 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("records", "INTEGER", 1, None, 0),
         ("created_at", "TEXT", 1, None, 0),
     ],
+    "known_values_by_source": [
+        ("target", "TEXT", 1, None, 1),
+        ("source", "TEXT", 1, None, 2),
+        ("field", "TEXT", 1, None, 3),
+        ("value", "TEXT", 1, None, 4),
+        ("first_seen", "TEXT", 1, None, 0),
+        ("samples", "INTEGER", 1, "0", 0),
+    ],
 }
 EXPECTED_INDEXES = {
     ("observations_target", "observations", ("target", "id")),
@@ -239,6 +255,7 @@ EXPECTED_INDEXES = {
     ("observations_hash", "observations", ("hash",)),
     ("checks_target_time", "checks", ("target", "checked_at")),
     ("checks_target_learning", "checks", ("target", "id")),
+    ("checks_target_source", "checks", ("target", "source", "id")),
 }
 
 
@@ -596,3 +613,99 @@ def test_migration_0003_counts_the_samples_of_known_values(path: Path) -> None:
     assert facts.fingerprint_counts == {"fp_a": 2, "<null>": 1}
     counts = rows(path, "SELECT value, samples FROM known_values WHERE field = 'model'")
     assert [(r["value"], r["samples"]) for r in counts] == [("m-1", 3)]
+
+
+# --- sources: probe and traffic in one history -------------------------------------------
+
+PROBE, TRAFFIC = frozenset({Source.PROBE}), frozenset({Source.TRAFFIC})
+
+
+def test_facts_can_be_limited_to_one_source(history: History) -> None:
+    record(history, [obs("fp_a"), obs("fp_a")], at=T0)
+    later, latest = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+    record(history, [obs("fp_b", "m-2", at=later)], at=later, source=Source.TRAFFIC)
+    record(history, [obs("fp_a", at=latest)], at=latest, source=Source.TRAFFIC)
+
+    everything = history.facts("grok")
+    assert everything.known_fingerprints == {"fp_a", "fp_b"}
+    assert everything.fingerprint_counts == {"fp_a": 3, "fp_b": 1}
+    assert everything.previous_fingerprints == {"fp_a"}
+
+    probes = history.facts("grok", PROBE)
+    assert probes.known_fingerprints == {"fp_a"}
+    assert probes.known_models == {"m-1"}
+    assert probes.fingerprint_counts == {"fp_a": 2}
+
+    traffic = history.facts("grok", TRAFFIC)
+    assert traffic.known_fingerprints == {"fp_a", "fp_b"}
+    assert traffic.fingerprint_counts == {"fp_a": 1, "fp_b": 1}
+    # first seen by this source, not by any
+    assert traffic.first_seen[("fingerprint", "fp_a")] == latest
+    assert everything.first_seen[("fingerprint", "fp_a")] == T0
+
+
+def test_previous_and_learning_follow_the_chosen_source(history: History, path: Path) -> None:
+    record(history, [obs("fp_a")], at=T0)
+    record(history, [obs("fp_b")], at=T0 + timedelta(minutes=1), source=Source.TRAFFIC)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE checks SET learning = CASE source WHEN 'probe' THEN 0 ELSE 1 END")
+        db.commit()
+    assert history.facts("grok").previous_fingerprints == {"fp_b"}
+    assert history.facts("grok", PROBE).previous_fingerprints == {"fp_a"}
+    assert history.facts("grok", TRAFFIC).previous_fingerprints == {"fp_b"}
+    assert history.facts("grok", PROBE).learning_ended
+    assert not history.facts("grok", TRAFFIC).learning_ended
+    sources = rows(path, "SELECT source FROM checks ORDER BY id")
+    assert [r["source"] for r in sources] == ["probe", "traffic"]
+
+
+def test_tags_are_stored_as_json_and_chained(history: History, path: Path) -> None:
+    tagged = replace(obs("fp_a"), tags={"user": "u-42", "team": "search"})
+    record(history, [obs("fp_a"), tagged], source=Source.TRAFFIC)
+    stored = assert_chain_unbroken(path)
+    assert [json.loads(r["tags"]) for r in stored] == [{}, {"team": "search", "user": "u-42"}]
+    assert {r["source"] for r in stored} == {"traffic"}
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("""UPDATE observations SET tags = '{"user": "u-1"}' WHERE id = 2""")
+        db.execute("""UPDATE observations SET tags = '{"user": "u-1"}' WHERE id = 1""")
+        db.commit()
+    for row in rows(path, "SELECT * FROM observations ORDER BY id"):
+        assert chain_hash(row) != row["hash"], row["id"]
+
+
+def test_a_row_without_tags_hashes_as_before_migration_0007(history: History, path: Path) -> None:
+    record(history, [obs("fp_a")])
+    (row,) = rows(path, "SELECT * FROM observations")
+    before_0007 = json.dumps([row[c] for c in CHAINED_COLUMNS], separators=(",", ":"))
+    assert row["hash"] == hashlib.sha256(before_0007.encode()).hexdigest()
+
+
+def test_migration_0007_keeps_the_known_values_as_seen_by_probes(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    names = [name for name, _ in MIGRATIONS]
+    before = MIGRATIONS[: names.index("0007_traffic")]
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL);"
+            + "".join(sql.rstrip().rstrip(";") + ";" for _, sql in before)
+        )
+        for name, _ in before:
+            db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (name,))
+        db.executemany(
+            "INSERT INTO known_values VALUES ('x', ?, ?, '2026-01-01T00:00:00.000000Z', ?)",
+            [("fingerprint", "fp_a", 4), ("model", "m-1", 4)],
+        )
+        db.execute(
+            "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
+            " headers, samples, errors) VALUES ('c', 'x', 't', 'first', '[\"fp_a\"]',"
+            " '[\"m-1\"]', '{}', 4, 0)"
+        )
+        db.execute(f"PRAGMA user_version = {len(before)}")
+        db.commit()
+    with History.open(path) as history:
+        probes = history.facts("x", PROBE)
+        assert history.facts("x", TRAFFIC).known_fingerprints == frozenset()
+    assert probes.known_fingerprints == {"fp_a"}
+    assert probes.known_models == {"m-1"}
+    assert probes.fingerprint_counts == {"fp_a": 4}
+    assert probes.previous_fingerprints == {"fp_a"}

@@ -1,0 +1,803 @@
+"""Your own traffic: record the fingerprint of every chat completion an application receives,
+and check it the moment it arrives.
+
+    client = OpenAI(http_client=fp_monitor.recording_client("grok"))
+
+`recording_client` returns an httpx2 client whose transport delegates to httpx2's own and
+watches each chat-completions response go by: the bytes reach the caller as they arrive, a
+stream is parsed line by line as it passes (memory stays bounded however long it runs), and when
+the response ends (or is closed) it becomes one record in the history, with source `traffic`.
+
+Each recorded response is its own small check: the same detection as `fpmon check` (known set,
+lock entry, `expect`, learning) with one sample, so a value first seen in traffic gets the
+status `new` and a `checks` row like a probe's, and joins the known set. Detection reads the
+target's settings from the fpmon configuration when one is found; without one, the defaults.
+
+Records are written by a background thread, in batches, so that the application never waits
+on the history; closing the client (or `client.fpmon.flush()`) waits until they are written,
+and so does the end of the program. Recording never breaks the application's request: any
+failure to record (a read-only history, a broken lock file, a bug) is logged on the
+`fp_monitor.recording` logger and counted in `client.fpmon.errors`. Request and response
+headers are not stored (only a target's `track_headers`): the Authorization header and the
+API key cannot end up in the history or a log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx2
+
+# httpx2's decoders are the ones behind the Accept-Encoding it sends: whatever the caller can
+# read, the recorder can read too.
+from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
+
+from fp_monitor.check import detect_target
+from fp_monitor.config import load_config
+from fp_monitor.errors import ConfigError, UnexpectedFingerprint
+from fp_monitor.history import History
+from fp_monitor.learning import LearningSettings
+from fp_monitor.lockfile import read_lock
+from fp_monitor.models import (
+    NULL,
+    ErrorKind,
+    LockEntry,
+    Observation,
+    Source,
+    TargetResult,
+    Usage,
+)
+from fp_monitor.probe import (
+    ERROR_MESSAGE_LIMIT,
+    MAX_BODY_BYTES,
+    completion_fields,
+    error_message,
+    parse_completion,
+    request_id,
+    status_error_kind,
+)
+from fp_monitor.providers import provider_for_url
+from fp_monitor.redact import redact
+
+logger = logging.getLogger(__name__)
+
+OnUnexpected = Literal["warn", "raise"]
+TAGS_HEADER = "x-fpmon-tags"
+"""Request header with the tags of one response's record: `user=u-42,team=search`. It is
+removed before the request leaves (the provider never sees it)."""
+MAX_EVENT_BYTES = 1024 * 1024
+"""A server-sent event larger than this is skipped rather than held in memory."""
+_USAGE_OR_ERROR = re.compile(rb'"usage"\s*:\s*\{|"error"\s*:')
+_WRITE_BATCH = 500
+_WRITER_IDLE_SECONDS = 5.0
+_T = TypeVar("_T")
+# Recorders whose writer thread may hold records: written at exit (the threads are daemons, so
+# that an unclosed client never keeps a program from ending).
+_RECORDERS: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _write_at_exit() -> None:
+    for recorder in list(_RECORDERS):
+        recorder.flush()
+
+
+class UnexpectedFingerprintWarning(UserWarning):
+    """`on_unexpected="warn"`: a response came from a backend outside the expected set."""
+
+
+def parse_tags(header: str) -> dict[str, str]:
+    """`user=u-42,team=search` -> {"user": "u-42", "team": "search"}. Percent-escapes let a
+    value hold a comma or an equals sign; an item without `=` is ignored."""
+    tags = {}
+    for item in header.split(","):
+        key, equals, value = item.partition("=")
+        if equals and key.strip():
+            tags[unquote(key.strip())] = unquote(value.strip())
+    return tags
+
+
+def is_chat_completion(method: str, path: str) -> bool:
+    return method.upper() == "POST" and path.rstrip("/").endswith("/chat/completions")
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a record needs from the application's request (never its headers or messages)."""
+
+    url: str
+    requested_model: str
+    """The body's `model`; empty when the body could not be read (e.g. too large to peek at)."""
+    shape: str
+    """Hash of the path and the parameter names sent: which kind of request it was."""
+    tags: Mapping[str, str]
+    started_at: datetime
+    started: float
+    """time.perf_counter() when the request left."""
+
+    @classmethod
+    def of(cls, url: str, body: bytes | None, tags: Mapping[str, str]) -> RequestInfo:
+        try:
+            data: Any = json.loads(body) if body else None
+        except (ValueError, RecursionError):
+            data = None
+        params = data if isinstance(data, dict) else {}
+        model = params.get("model")
+        shape = {"source": "traffic", "path": urlsplit(url).path, "params": sorted(params)}
+        canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"))
+        return cls(
+            url=url,
+            requested_model=model if isinstance(model, str) else "",
+            shape=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+            tags=dict(tags),
+            started_at=datetime.now(UTC),
+            started=time.perf_counter(),
+        )
+
+
+class ResponseTap:
+    """Reads one chat-completions response as its bytes pass, keeping only what the record
+    needs: a JSON body (bounded, like the probe's), or for a stream the line being read, the
+    event being gathered and the fields of the chunk that showed the fingerprint."""
+
+    def __init__(self, headers: httpx2.Headers) -> None:
+        self.streaming = headers.get("content-type", "").lower().startswith("text/event-stream")
+        self._problem: str | None = None
+        self._decoder: ContentDecoder | None = _decoder(headers)
+        if self._decoder is None:
+            encoding = headers.get("content-encoding", "")
+            self._problem = f"content-encoding {encoding!r} cannot be decoded by fpmon"
+        self._body = bytearray()
+        self._line = bytearray()
+        self._skipping = False
+        self._event: list[bytes] = []
+        self._event_size = 0
+        self._first: dict[str, Any] | None = None
+        self._usage = Usage()
+        self._stream_error: str | None = None
+        self.fingerprint_shown = False
+        """A stream chunk carried `system_fingerprint`: the backend is known."""
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._body)
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        """The stream's fields so far: those of the chunk that showed the fingerprint."""
+        return self._first
+
+    def feed(self, raw: bytes) -> bool:
+        """The next raw bytes of the body; True when they showed the fingerprint first."""
+        shown = self.fingerprint_shown
+        for data in self._decode(raw):
+            self._take(data)
+        return self.fingerprint_shown and not shown
+
+    def finish(self) -> dict[str, Any] | str:
+        """The Observation fields of the whole response, or why there are none."""
+        for data in self._flush():
+            self._take(data)
+        if self._problem is not None:
+            return self._problem
+        if not self.streaming:
+            return parse_completion(bytes(self._body))
+        if not self._skipping:
+            self._line_done(bytes(self._line))
+        self._line_done(b"")  # a stream cut before its blank line still ends its event
+        if self._first is None:
+            return self._stream_error or "the stream ended before any chat-completion chunk"
+        return {**self._first, "usage": self._usage}
+
+    def _take(self, data: bytes) -> None:
+        """Decoded bytes: a stream's are parsed as they come, a JSON body's kept (bounded)."""
+        if self.streaming:
+            self._lines(data)
+        elif len(self._body) + len(data) > MAX_BODY_BYTES:
+            self._problem = f"response body larger than {MAX_BODY_BYTES // 2**20} MiB"
+            self._body.clear()
+            self._decoder = None
+        else:
+            self._body += data
+
+    def _decode(self, raw: bytes) -> Iterable[bytes]:
+        if self._decoder is None:
+            return ()
+        try:
+            return list(self._decoder.decode(raw))
+        except httpx2.DecodingError as exc:
+            self._problem = f"the body could not be decoded: {exc}"
+            self._decoder = None
+            return ()
+
+    def _flush(self) -> Iterable[bytes]:
+        decoder, self._decoder = self._decoder, None
+        if decoder is None:
+            return ()
+        try:
+            return list(decoder.flush())
+        except httpx2.DecodingError as exc:
+            self._problem = f"the body could not be decoded: {exc}"
+            return ()
+
+    def _lines(self, data: bytes) -> None:
+        *complete, rest = data.split(b"\n")
+        for piece in complete:
+            if self._skipping:
+                self._skipping = False  # the end of an oversized line: skipped, not kept
+            else:
+                self._line_done(bytes(self._line + piece))
+            self._line.clear()
+        if self._skipping:
+            return
+        if len(self._line) + len(rest) > MAX_EVENT_BYTES:
+            self._line.clear()
+            self._skipping = True
+        else:
+            self._line += rest
+
+    def _line_done(self, line: bytes) -> None:
+        line = line.removesuffix(b"\r")
+        if not line:
+            if self._event:
+                self._event_done(b"\n".join(self._event))
+            self._event.clear()
+            self._event_size = 0
+        elif line.startswith(b"data:"):
+            value = line[5:].removeprefix(b" ")
+            self._event_size += len(value)
+            if self._event_size <= MAX_EVENT_BYTES:
+                self._event.append(value)
+            else:
+                self._event.clear()
+        # event:, id:, retry: and comments carry nothing a record needs
+
+    def _event_done(self, data: bytes) -> None:
+        if data == b"[DONE]":
+            return
+        # After the first chunk, only a usage object, an error or a fingerprint not seen yet is
+        # still news: the other chunks (the tokens) are not parsed at all.
+        if self._first is not None and not (
+            _USAGE_OR_ERROR.search(data)
+            or (not self.fingerprint_shown and b'"system_fingerprint"' in data)
+        ):
+            return
+        try:
+            chunk: Any = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        fields = completion_fields(chunk)
+        if isinstance(fields, str):
+            if isinstance(chunk, dict) and "error" in chunk:
+                self._stream_error = f"error event in the stream: {error_message(data)}"
+            return
+        # The first chunk that carries the key decides (a missing key only when none does).
+        if self._first is None or (not self.fingerprint_shown and "system_fingerprint" in chunk):
+            self._first = fields
+            self.fingerprint_shown = "system_fingerprint" in chunk
+        if fields["usage"] != Usage():
+            self._usage = fields["usage"]
+
+
+def _decoder(headers: httpx2.Headers) -> ContentDecoder | None:
+    """A decoder for the response's content-encoding; None when fpmon cannot read it."""
+    codings = [c.strip().lower() for c in headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c and c != "identity"]
+    if any(c not in SUPPORTED_DECODERS for c in codings):
+        return None
+    return MultiDecoder(codings)
+
+
+class _Connection:
+    """One history connection, opened on first use, and the lock of the threads that take
+    turns on it; after a failure it is closed, so that the next use opens it afresh."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._history: History | None = None
+
+    def run(self, work: Callable[[History], _T]) -> _T:
+        with self._lock:
+            try:
+                if self._history is None:
+                    self._history = History.open(self._path, any_thread=True)
+                return work(self._history)
+            except BaseException:
+                self._close()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+
+class Recorder:
+    """One target's recording: its detection settings, a writer thread with its own history
+    connection, another connection for checking responses as they arrive (so that a check
+    never waits behind a write), and the counts of what was recorded or failed."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        history: str | PathLike[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        on_unexpected: OnUnexpected | None = None,
+        config: Path | None = None,
+    ) -> None:
+        if on_unexpected not in (None, "warn", "raise"):
+            raise ValueError(
+                f"on_unexpected must be 'warn', 'raise' or None, not {on_unexpected!r}"
+            )
+        if not isinstance(target, str) or not target:
+            raise ValueError("target must be a non-empty name, e.g. 'grok'")
+        loaded = load_config(
+            config, history=None if history is None else Path(history), require_targets=False
+        )
+        settings = next((t for t in loaded.targets if t.name == target), None)
+        self.target = target
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.on_unexpected = on_unexpected
+        self.history_path = loaded.history
+        self.track_headers = settings.track_headers if settings else ()
+        self._baseline = loaded.baseline
+        self._learning = settings.learning if settings else LearningSettings()
+        self._expect = settings.expect if settings else frozenset()
+        self._writing = _Connection(self.history_path)
+        self._checking = _Connection(self.history_path)
+        self._counts_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._queue: queue.Queue[Observation | None] = queue.Queue()
+        _RECORDERS.add(self)
+        self.recorded = 0
+        """Responses recorded."""
+        self.errors = 0
+        """Responses whose recording (or check) failed: logged, never raised."""
+
+    def tags_with(self, header: str | None) -> dict[str, str]:
+        """The tags of one response: the recorder's, overridden by its X-Fpmon-Tags header."""
+        return {**self.tags, **(parse_tags(header) if header else {})}
+
+    def judge(self, observation: Observation) -> None:
+        """Warn or raise, per `on_unexpected`, when the response's backend is unexpected: a
+        value that detection calls `new` (outside the lock entry and `expect`, or, without a
+        lock entry, outside everything recorded for the target once learning is over)."""
+        if self.on_unexpected is None or not observation.ok:
+            return
+        result = self._guarded(
+            "check",
+            self._checking,
+            lambda history: self._detect(history, observation, self._lock_entry()),
+        )
+        if result is None or not result.unexpected:
+            return
+        unexpected = _unexpected(self.target, observation, result)
+        if self.on_unexpected == "raise":
+            raise unexpected
+        warnings.warn(str(unexpected), UnexpectedFingerprintWarning, stacklevel=2)
+
+    def record(self, observation: Observation) -> None:
+        """Hand one response to the writer thread: the application never waits on the history
+        (a busy or broken one included). `flush()` writes what is still queued."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_queued, name="fpmon-recorder", daemon=True
+                )
+                self._writer.start()
+            self._queue.put(observation)
+
+    def flush(self) -> None:
+        """Write what is queued and let go of the history file (the next response opens it
+        again). Closing the client does it."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._queue.put(None)
+        if writer is not None:
+            writer.join()
+        self._writing.close()
+        self._checking.close()
+
+    def _write_queued(self) -> None:
+        """The writer thread: what queued up meanwhile goes in one transaction; idle for a
+        while, the thread ends (the next response starts another)."""
+        while True:
+            try:
+                batch = [self._queue.get(timeout=_WRITER_IDLE_SECONDS)]
+            except queue.Empty:
+                with self._writer_lock:
+                    if self._queue.empty():
+                        self._writer = None
+                        return
+                continue
+            while len(batch) < _WRITE_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            observations = [o for o in batch if o is not None]
+            if observations:
+                write = functools.partial(self._write, observations=observations)
+                if self._guarded("record", self._writing, write, len(observations)):
+                    with self._counts_lock:
+                        self.recorded += len(observations)
+            if None in batch:
+                return
+
+    def _write(self, history: History, observations: list[Observation]) -> bool:
+        """Each response its own small check, all in one transaction."""
+        entry = self._lock_entry()  # read once for the batch
+        with history.write():
+            for observation in observations:
+                result = self._detect(history, observation, entry)
+                history.append_check(
+                    uuid.uuid4().hex, observation.observed_at, result, [observation], Source.TRAFFIC
+                )
+        return True
+
+    def _lock_entry(self) -> LockEntry | None:
+        """Read at each use: `fpmon accept` may change the lock while the application runs."""
+        return read_lock(self._baseline).get(self.target)
+
+    def _detect(
+        self, history: History, observation: Observation, entry: LockEntry | None
+    ) -> TargetResult:
+        return detect_target(
+            self.target,
+            [observation],
+            history.facts(self.target),
+            settings=self._learning,
+            expect=self._expect,
+            entry=entry,
+            checked_at=observation.observed_at,
+        )
+
+    def _guarded(
+        self,
+        what: str,
+        connection: _Connection,
+        work: Callable[[History], _T],
+        responses: int = 1,
+    ) -> _T | None:
+        """`work` on the history, or None: a failure is logged and counted (for each of the
+        `responses`), never raised, because the application's request matters more than its
+        record."""
+        try:
+            return connection.run(work)
+        except Exception as exc:  # a bug too: the application's call must go on
+            with self._counts_lock:
+                self.errors += responses
+            logger.warning(
+                "fpmon: could not %s a response of target %s: %s",
+                what,
+                self.target,
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
+            return None
+
+
+def _unexpected(
+    target: str, observation: Observation, result: TargetResult
+) -> UnexpectedFingerprint:
+    fingerprint = observation.fingerprint or ""
+    if fingerprint not in result.known:
+        return UnexpectedFingerprint(target, "fingerprint", result.known, fingerprint)
+    return UnexpectedFingerprint(
+        target, "model", result.known_models, observation.resolved_model or ""
+    )
+
+
+class Exchange:
+    """One chat-completions response on its way to the caller, from its status line to its
+    record."""
+
+    def __init__(
+        self, recorder: Recorder, request: RequestInfo, status: int, headers: httpx2.Headers
+    ) -> None:
+        self.recorder = recorder
+        self._request = request
+        self._status = status
+        self._headers = headers
+        self._tap = ResponseTap(headers)
+        self._finished = False
+
+    @property
+    def streaming(self) -> bool:
+        return self._tap.streaming
+
+    def feed(self, raw: bytes) -> Observation | None:
+        """Watch the next raw bytes; the response so far when they showed its fingerprint first
+        (the moment to judge a stream, before the caller reads what it says)."""
+        if self._tap.feed(raw) and self._tap.fields is not None:
+            return self._observation(self._tap.fields)
+        return None
+
+    def finish(self) -> Observation | None:
+        """Record the whole response (queued); None after the first call: one response is one
+        record, whichever of end-of-stream and close comes first."""
+        if self._finished:
+            return None
+        self._finished = True
+        observation = self._observation(self._tap.finish())
+        self.recorder.record(observation)
+        return observation
+
+    def _observation(self, fields: dict[str, Any] | str) -> Observation:
+        request = self._request
+        url = request.url.split("?", 1)[0]
+        common: dict[str, Any] = {
+            "target": self.recorder.target,
+            "provider": provider_for_url(url),
+            "base_url": url.rstrip("/").removesuffix("/chat/completions"),
+            "requested_model": request.requested_model,
+            "observed_at": request.started_at,
+            "attempts": 1,
+            "latency_ms": (time.perf_counter() - request.started) * 1000,
+            "request_shape": request.shape,
+            "http_status": self._status,
+            "request_id": request_id(self._headers),
+            "headers": {
+                h: self._headers[h] for h in self.recorder.track_headers if h in self._headers
+            },
+            "tags": request.tags,
+        }
+        kind = status_error_kind(self._status)
+        if kind is not None:
+            message = f"HTTP {self._status}: {error_message(self._tap.body)}"
+            return Observation(
+                **common, error_kind=kind, error_message=redact(message)[:ERROR_MESSAGE_LIMIT]
+            )
+        if isinstance(fields, str):
+            return Observation(
+                **common, error_kind=ErrorKind.BAD_RESPONSE, error_message=redact(fields)
+            )
+        return Observation(**common, **fields)
+
+
+def _request_info(recorder: Recorder, request: httpx2.Request) -> RequestInfo:
+    """The request's facts; its tags header is taken off here, before it leaves."""
+    header = request.headers.pop(TAGS_HEADER, None)
+    try:
+        body: bytes | None = request.content
+    except httpx2.RequestNotRead:
+        body = None  # a streamed upload: not read here, so it is sent unchanged
+    return RequestInfo.of(str(request.url), body, recorder.tags_with(header))
+
+
+class _RecordingStream(httpx2.SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    def __iter__(self) -> Iterator[bytes]:
+        recorder = self._exchange.recorder
+        try:
+            for raw in self._inner:
+                if (shown := self._exchange.feed(raw)) is not None:
+                    recorder.judge(shown)  # before a byte of it reaches the caller
+                yield raw
+        finally:
+            observation = self._exchange.finish()
+        if observation is not None and not self._exchange.streaming:
+            recorder.judge(observation)  # a JSON answer is judged whole, before it is returned
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._exchange.finish()
+
+
+class _AsyncRecordingStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        recorder = self._exchange.recorder
+        try:
+            async for raw in self._inner:
+                if (shown := self._exchange.feed(raw)) is not None:
+                    await anyio.to_thread.run_sync(recorder.judge, shown)
+                yield raw
+        finally:
+            observation = self._exchange.finish()
+        if observation is not None and not self._exchange.streaming:
+            await anyio.to_thread.run_sync(recorder.judge, observation)
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._exchange.finish()
+
+
+class RecordingTransport(httpx2.BaseTransport):
+    """Delegates to another transport; chat-completions responses are watched and recorded."""
+
+    def __init__(self, inner: httpx2.BaseTransport, recorder: Recorder) -> None:
+        self._inner = inner
+        self._recorder = recorder
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if not is_chat_completion(request.method, request.url.path):
+            return self._inner.handle_request(request)
+        info = _request_info(self._recorder, request)
+        response = self._inner.handle_request(request)
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        exchange = Exchange(self._recorder, info, response.status_code, response.headers)
+        response.stream = _RecordingStream(response.stream, exchange)
+        return response
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._recorder.flush()
+
+
+class AsyncRecordingTransport(httpx2.AsyncBaseTransport):
+    """The async twin of RecordingTransport; history work runs in a worker thread."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, recorder: Recorder) -> None:
+        self._inner = inner
+        self._recorder = recorder
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if not is_chat_completion(request.method, request.url.path):
+            return await self._inner.handle_async_request(request)
+        info = _request_info(self._recorder, request)
+        response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        exchange = Exchange(self._recorder, info, response.status_code, response.headers)
+        response.stream = _AsyncRecordingStream(response.stream, exchange)
+        return response
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            await anyio.to_thread.run_sync(self._recorder.flush)  # writes what is queued
+
+
+class RecordingClient(httpx2.Client):
+    """An httpx2.Client that records the chat completions it receives; `fpmon` is its
+    Recorder (`fpmon.recorded`, `fpmon.errors`)."""
+
+    def __init__(self, recorder: Recorder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fpmon = recorder
+
+
+class RecordingAsyncClient(httpx2.AsyncClient):
+    """An httpx2.AsyncClient that records the chat completions it receives; `fpmon` is its
+    Recorder (`fpmon.recorded`, `fpmon.errors`)."""
+
+    def __init__(self, recorder: Recorder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fpmon = recorder
+
+
+# The client options that configure its connection pool, and so belong to the transport that
+# the recorder wraps (given to the client with a transport, httpx2 would ignore them).
+_TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "proxy")
+
+
+def _split_options(options: dict[str, Any]) -> dict[str, Any]:
+    pool = {key: options.pop(key) for key in _TRANSPORT_OPTIONS if key in options}
+    if "trust_env" in options:
+        pool["trust_env"] = options["trust_env"]
+    return pool
+
+
+def recording_client(
+    target: str,
+    *,
+    history: str | PathLike[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    on_unexpected: OnUnexpected | None = None,
+    **httpx_kwargs: Any,
+) -> RecordingClient:
+    """An httpx2.Client for `OpenAI(http_client=...)` that records every chat-completions
+    response into the history (default: $FPMON_HISTORY, the config's `history`, the user data
+    dir) under `target`, with `tags` (per request: the X-Fpmon-Tags header). `on_unexpected`:
+    "warn" or "raise" UnexpectedFingerprint when a response comes from an unexpected backend
+    (a stream: at its first chunk, before its content). Other keywords go to httpx2.Client;
+    `transport=` is wrapped, not replaced. Environment proxy variables are not read: pass
+    `proxy=`. A configuration file that is found but invalid raises ConfigError here, never
+    during a request."""
+    recorder = Recorder(target, history=history, tags=tags, on_unexpected=on_unexpected)
+    inner = httpx_kwargs.pop("transport", None)
+    pool = _split_options(httpx_kwargs)
+    transport = RecordingTransport(inner or httpx2.HTTPTransport(**pool), recorder)
+    return RecordingClient(recorder, transport=transport, **httpx_kwargs)
+
+
+def recording_async_client(
+    target: str,
+    *,
+    history: str | PathLike[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    on_unexpected: OnUnexpected | None = None,
+    **httpx_kwargs: Any,
+) -> RecordingAsyncClient:
+    """The httpx2.AsyncClient counterpart of `recording_client`, for `AsyncOpenAI`."""
+    recorder = Recorder(target, history=history, tags=tags, on_unexpected=on_unexpected)
+    inner = httpx_kwargs.pop("transport", None)
+    pool = _split_options(httpx_kwargs)
+    transport = AsyncRecordingTransport(inner or httpx2.AsyncHTTPTransport(**pool), recorder)
+    return RecordingAsyncClient(recorder, transport=transport, **httpx_kwargs)
+
+
+def check_response(
+    completion: Any,
+    expected: Iterable[str | None] | PathLike[str],
+    *,
+    target: str | None = None,
+) -> None:
+    """Raise UnexpectedFingerprint unless `completion` (an openai SDK ChatCompletion or chunk,
+    or the response as a dict) came from an expected backend.
+
+    `expected`: the accepted fingerprints (None for a null fingerprint), or the path of an
+    fpmon.lock, with `target` naming its entry; a lock checks the resolved model too."""
+    fields = completion_fields(_as_dict(completion))
+    if isinstance(fields, str):
+        raise ValueError(f"not a chat completion: {fields}")
+    fingerprint, model = fields["fingerprint"], fields["resolved_model"]
+    if isinstance(expected, str):
+        raise TypeError(
+            "expected: a collection of fingerprints (for one, write [value]) or a Path to a lock"
+        )
+    if isinstance(expected, PathLike):
+        path = Path(expected)
+        if target is None:
+            raise ValueError(f"checking against the lock file {path} needs target=")
+        entry = read_lock(path).get(target)
+        if entry is None:
+            raise ConfigError(f"{path}: no entry for target {target!r} (fpmon accept {target})")
+        fingerprints, models = entry.fingerprints, entry.models
+    else:
+        fingerprints = frozenset(NULL if value is None else value for value in expected)
+        models = frozenset()
+    if fingerprint not in fingerprints:
+        raise UnexpectedFingerprint(target, "fingerprint", tuple(sorted(fingerprints)), fingerprint)
+    if models and model not in models:
+        raise UnexpectedFingerprint(target, "model", tuple(sorted(models)), model)
+
+
+def _as_dict(completion: Any) -> Any:
+    """The response as JSON data; a missing key stays missing (the SDK's to_dict leaves out
+    what the server did not send, which is how an absent fingerprint is told from null)."""
+    if isinstance(completion, Mapping):
+        return dict(completion)
+    for method in ("to_dict", "model_dump"):
+        if callable(dump := getattr(completion, method, None)):
+            return dump(exclude_unset=True) if method == "model_dump" else dump()
+    raise TypeError(
+        f"expected a ChatCompletion (or chunk) or a dict, not {type(completion).__name__}"
+    )
