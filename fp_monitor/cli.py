@@ -456,6 +456,15 @@ def fake_api(
     return ExitCode.OK
 
 
+ShownSourceOption = Annotated[
+    SourceChoice,
+    typer.Option(
+        "--source",
+        help="Whose records: fpmon's probes, your application's recorded traffic, or all.",
+    ),
+]
+
+
 class ListFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -506,6 +515,7 @@ def history_command(
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="How to print it.")
     ] = ListFormat.TABLE,
+    source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Show the timeline of fingerprint runs per target, or the raw observations."""
     from fp_monitor.config import load_config
@@ -514,7 +524,7 @@ def history_command(
     from fp_monitor.render import render_observations, render_runs
 
     loaded = load_config(config, history=history, require_targets=False)
-    window = Window(since, until)
+    window = Window(since, until, source.sources)
     if observations:
         records = read_observations(loaded.history, target, window, limit)
         render_observations(records, output_format.value, sys.stdout)
@@ -531,6 +541,7 @@ def stats(
     config: ConfigOption = None,
     history: HistoryOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Per target: values seen, the set served now with shares, changes, errors, latency."""
     from fp_monitor.config import load_config
@@ -539,7 +550,7 @@ def stats(
 
     loaded = load_config(config, history=history, require_targets=False)
     now = datetime.now(UTC)
-    found = read_stats(loaded.history, target, since, now)
+    found = read_stats(loaded.history, target, since, now, source.sources)
     if as_json:
         print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
     else:

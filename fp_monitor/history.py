@@ -794,6 +794,9 @@ def _window(column: str, window: Window) -> tuple[str, list[Any]]:
     if window.until is not None:
         where += f" AND {column} < ?"
         params.append(timestamp(window.until))
+    if window.sources != ALL_SOURCES:
+        where += f" AND source IN ({_marks(len(window.sources))})"
+        params.extend(sorted(source.value for source in window.sources))
     return where, params
 
 

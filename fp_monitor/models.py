@@ -193,10 +193,12 @@ class LockEntry:
 
 @dataclass(frozen=True)
 class Window:
-    """A time range of the history: `since` included, `until` excluded; None is open."""
+    """A time range of the history: `since` included, `until` excluded; None is open. Only
+    the records of `sources` (fpmon's probes, an application's traffic, or both)."""
 
     since: datetime | None = None
     until: datetime | None = None
+    sources: frozenset[Source] = ALL_SOURCES
 
 
 @dataclass(frozen=True)

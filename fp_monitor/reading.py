@@ -12,7 +12,7 @@ from fp_monitor.config import did_you_mean
 from fp_monitor.errors import ConfigError, HistoryError
 from fp_monitor.history import History
 from fp_monitor.learning import trust
-from fp_monitor.models import Recorded, Window
+from fp_monitor.models import ALL_SOURCES, Recorded, Source, Window
 from fp_monitor.stats import TargetStats, target_stats
 from fp_monitor.timeline import Run, newest_runs, runs_newest_first
 
@@ -33,16 +33,22 @@ def read_observations(path: Path, target: str | None, window: Window, limit: int
         return history.observations(target, window, limit)[::-1]
 
 
-def read_stats(path: Path, target: str | None, since: datetime, now: datetime) -> list[TargetStats]:
+def read_stats(
+    path: Path,
+    target: str | None,
+    since: datetime,
+    now: datetime,
+    sources: frozenset[Source] = ALL_SOURCES,
+) -> list[TargetStats]:
     """The figures of each target checked since `since` (of `target` only, when named)."""
-    window = Window(since=since)
+    window = Window(since=since, sources=sources)
     found = []
     with open_history(path) as history:
         for name in targets(history, target):
             checks = list(history.iter_checks(name, window))[::-1]
             if checks:
                 samples = history.samples(name, window)
-                facts = history.facts(name)
+                facts = history.facts(name, sources)
                 found.append(
                     target_stats(
                         name,
