@@ -37,6 +37,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from os import PathLike
@@ -388,7 +389,10 @@ class Recorder:
     def judge(self, observation: Observation) -> None:
         """Warn or raise, per `on_unexpected`, when the response's backend is unexpected: a
         value that detection calls `new` (outside the lock entry and `expect`, or, without a
-        lock entry, outside everything recorded for the target once learning is over)."""
+        lock entry, outside everything recorded for the target once learning is over).
+
+        A response is judged before its own record is queued: the writer thread, once it has
+        the record, may make the value known at any moment, and the judge would then miss it."""
         if self.on_unexpected is None or not observation.ok:
             return
         result = self._guarded(
@@ -408,8 +412,14 @@ class Recorder:
         (a busy or broken one included). `flush()` writes what is still queued."""
         with self._writer_lock:
             if self._writer is None:
+                # Each writer its own queue: the end-of-queue mark that flush() gives one
+                # writer can never be taken by the next.
+                self._queue = queue.Queue()
                 self._writer = threading.Thread(
-                    target=self._write_queued, name="fpmon-recorder", daemon=True
+                    target=self._write_queued,
+                    args=(self._queue,),
+                    name="fpmon-recorder",
+                    daemon=True,
                 )
                 self._writer.start()
             self._queue.put(observation)
@@ -426,20 +436,20 @@ class Recorder:
         self._writing.close()
         self._checking.close()
 
-    def _write_queued(self) -> None:
+    def _write_queued(self, pending: queue.Queue[Observation | None]) -> None:
         """The writer thread: what queued up meanwhile goes in one transaction; idle for a
-        while, the thread ends (the next response starts another)."""
+        while, the thread ends (the next response starts another); None marks the end."""
         while True:
             try:
-                batch = [self._queue.get(timeout=_WRITER_IDLE_SECONDS)]
+                batch = [pending.get(timeout=_WRITER_IDLE_SECONDS)]
             except queue.Empty:
                 with self._writer_lock:
-                    if self._queue.empty():
+                    if pending.empty():  # under the lock, so no record() is putting one
                         self._writer = None
                         return
                 continue
-            while len(batch) < _WRITE_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while len(batch) < _WRITE_BATCH and not pending.empty():
+                batch.append(pending.get_nowait())
             observations = [o for o in batch if o is not None]
             if observations:
                 write = functools.partial(self._write, observations=observations)
@@ -537,15 +547,30 @@ class Exchange:
             return self._observation(self._tap.fields)
         return None
 
-    def finish(self) -> Observation | None:
-        """Record the whole response (queued); None after the first call: one response is one
-        record, whichever of end-of-stream and close comes first."""
+    def conclude(self) -> Observation | None:
+        """The whole response, not yet recorded; None after the first call: one response is
+        one record, whichever of end-of-stream and close comes first."""
         if self._finished:
             return None
         self._finished = True
-        observation = self._observation(self._tap.finish())
-        self.recorder.record(observation)
-        return observation
+        return self._observation(self._tap.finish())
+
+    def finish(self) -> None:
+        """Record the whole response (queued), unless it was concluded already."""
+        if (observation := self.conclude()) is not None:
+            self.recorder.record(observation)
+
+    @contextmanager
+    def ending(self) -> Iterator[Observation | None]:
+        """The end of the body. A JSON answer is given, to be judged whole before the caller
+        gets it, and is recorded only after that (see Recorder.judge); a stream, judged at its
+        first chunk, gives None. The response is recorded on leaving, however judging ends."""
+        observation = self.conclude()
+        try:
+            yield None if self.streaming else observation
+        finally:
+            if observation is not None:
+                self.recorder.record(observation)
 
     def _observation(self, fields: dict[str, Any] | str) -> Observation:
         request = self._request
@@ -595,16 +620,19 @@ class _RecordingStream(httpx2.SyncByteStream):
         self._exchange = exchange
 
     def __iter__(self) -> Iterator[bytes]:
-        recorder = self._exchange.recorder
+        exchange = self._exchange
+        recorder = exchange.recorder
         try:
             for raw in self._inner:
-                if (shown := self._exchange.feed(raw)) is not None:
+                if (shown := exchange.feed(raw)) is not None:
                     recorder.judge(shown)  # before a byte of it reaches the caller
                 yield raw
-        finally:
-            observation = self._exchange.finish()
-        if observation is not None and not self._exchange.streaming:
-            recorder.judge(observation)  # a JSON answer is judged whole, before it is returned
+        except BaseException:
+            exchange.finish()
+            raise
+        with exchange.ending() as answer:
+            if answer is not None:
+                recorder.judge(answer)
 
     def close(self) -> None:
         try:
@@ -619,16 +647,19 @@ class _AsyncRecordingStream(httpx2.AsyncByteStream):
         self._exchange = exchange
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        recorder = self._exchange.recorder
+        exchange = self._exchange
+        recorder = exchange.recorder
         try:
             async for raw in self._inner:
-                if (shown := self._exchange.feed(raw)) is not None:
+                if (shown := exchange.feed(raw)) is not None:
                     await anyio.to_thread.run_sync(recorder.judge, shown)
                 yield raw
-        finally:
-            observation = self._exchange.finish()
-        if observation is not None and not self._exchange.streaming:
-            await anyio.to_thread.run_sync(recorder.judge, observation)
+        except BaseException:
+            exchange.finish()
+            raise
+        with exchange.ending() as answer:
+            if answer is not None:
+                await anyio.to_thread.run_sync(recorder.judge, answer)
 
     async def aclose(self) -> None:
         try:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
+import threading
+import time
 import zlib
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from fp_monitor import recording
 from fp_monitor.errors import ConfigError, UnexpectedFingerprint
+from fp_monitor.history import History
 from fp_monitor.lockfile import write_lock
-from fp_monitor.models import ABSENT, NULL, LockEntry, Usage
+from fp_monitor.models import ABSENT, NULL, LockEntry, Observation, Usage
 from fp_monitor.providers import provider_for_url
 from fp_monitor.recording import (
     MAX_EVENT_BYTES,
+    Recorder,
     ResponseTap,
     check_response,
     is_chat_completion,
@@ -282,3 +290,53 @@ def test_check_response_refuses_what_it_cannot_check() -> None:
         check_response({"object": "list"}, expected=["fp_a"])
     with pytest.raises(TypeError):
         check_response(42, expected=["fp_a"])
+
+
+def observation(response_id: str) -> Observation:
+    return Observation(
+        target="app",
+        provider="custom",
+        base_url="http://127.0.0.1:9/v1",
+        requested_model="m",
+        observed_at=datetime.now(UTC),
+        attempts=1,
+        latency_ms=1.0,
+        request_shape="s",
+        http_status=200,
+        fingerprint="fp_a",
+        resolved_model="m-1",
+        response_id=response_id,
+    )
+
+
+def test_a_flush_racing_a_new_record_neither_hangs_nor_loses_it(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first writer is held inside its write while flush() marks the end of its queue and
+    a new response starts another writer: each writer must see only its own end mark."""
+    monkeypatch.setattr(recording, "_WRITER_IDLE_SECONDS", 60.0)  # a hang would show
+    recorder = Recorder("app", history=isolated / "history.db")
+    writing, release = threading.Event(), threading.Event()
+    write = Recorder._write
+
+    def held_write(self: Recorder, history: History, observations: list[Observation]) -> bool:
+        if not release.is_set():
+            writing.set()
+            release.wait(10)
+        return write(self, history, observations)
+
+    monkeypatch.setattr(Recorder, "_write", held_write)
+    recorder.record(observation("r-1"))
+    assert writing.wait(10)
+    flushing = threading.Thread(target=recorder.flush)
+    flushing.start()
+    while recorder._writer is not None:  # flush() has taken the writer and marked its end
+        time.sleep(0.001)
+    recorder.record(observation("r-2"))  # a second writer starts
+    release.set()
+    flushing.join(10)
+    assert not flushing.is_alive()
+    recorder.flush()
+    with closing(sqlite3.connect(isolated / "history.db")) as db:
+        ids = [row[0] for row in db.execute("SELECT response_id FROM observations ORDER BY 1")]
+    assert ids == ["r-1", "r-2"] and (recorder.recorded, recorder.errors) == (2, 0)

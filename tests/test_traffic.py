@@ -27,8 +27,8 @@ from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config import load_config
 from fp_monitor.errors import ConfigError
 from fp_monitor.fake_api import FakeAPI, ModelBehaviour
-from fp_monitor.models import Source, Status
-from fp_monitor.recording import RecordingAsyncClient, RecordingClient
+from fp_monitor.models import Observation, Source, Status
+from fp_monitor.recording import Recorder, RecordingAsyncClient, RecordingClient
 from tests.conftest import Run
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hi"}]
@@ -256,6 +256,37 @@ def test_raise_on_a_completion_is_the_callers_exception(known_fp_a: FakeAPI, his
     # recorded (as `new`), so now known, as after `fpmon check`: an event once, not every call
     assert client.chat.completions.create(model="model-a", messages=MESSAGES).system_fingerprint
     http.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_completion_is_judged_before_its_own_record_can_make_it_known(
+    kind: str, known_fp_a: FakeAPI, history: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread is as fast as it can be: the judge first lets it write everything
+    queued. Were the response's record queued before its judgement, the value would be known
+    by then and pass."""
+    judge = Recorder.judge
+
+    def judge_after_the_writer(self: Recorder, observation: Observation) -> None:
+        self.flush()
+        judge(self, observation)
+
+    monkeypatch.setattr(Recorder, "judge", judge_after_the_writer)
+    if kind == "sync":
+        http = fp_monitor.recording_client("app", history=history, on_unexpected="raise")
+        with pytest.raises(UnexpectedFingerprint, match="fp_rollout001"):
+            sdk(known_fp_a, http).chat.completions.create(model="model-a", messages=MESSAGES)
+        http.close()
+    else:
+
+        async def main() -> None:
+            http = fp_monitor.recording_async_client("app", history=history, on_unexpected="raise")
+            async with async_sdk(known_fp_a, http) as client:
+                await client.chat.completions.create(model="model-a", messages=MESSAGES)
+
+        with pytest.raises(UnexpectedFingerprint, match="fp_rollout001"):
+            asyncio.run(main())
+    assert [r["status"] for r in rows(history, "SELECT status FROM checks")] == ["first", "new"]
 
 
 def test_raise_on_an_async_stream(known_fp_a: FakeAPI, history: Path) -> None:
