@@ -161,16 +161,20 @@ class Proxy:
         proxy's writer thread a moment after each response)."""
         deadline = time.monotonic() + 10
         found: list[dict[str, Any]] = []
+        problem = ""
         while time.monotonic() < deadline:
             if self.history.exists():
-                with closing(sqlite3.connect(self.history)) as db:
-                    db.row_factory = sqlite3.Row
-                    query = f"SELECT * FROM observations WHERE {where} ORDER BY id"
-                    found = [dict(row) for row in db.execute(query)]
+                try:
+                    with closing(sqlite3.connect(self.history)) as db:
+                        db.row_factory = sqlite3.Row
+                        query = f"SELECT * FROM observations WHERE {where} ORDER BY id"
+                        found = [dict(row) for row in db.execute(query)]
+                except sqlite3.OperationalError as exc:
+                    problem = f" ({exc})"  # the file made, its tables not yet: read again
                 if len(found) >= count:
                     return found
             time.sleep(0.05)
-        raise AssertionError(f"{len(found)} records, not {count}")
+        raise AssertionError(f"{len(found)} records, not {count}{problem}")
 
 
 @pytest.fixture(scope="module")
