@@ -11,7 +11,6 @@ stay on their hop. No header is stored or logged.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -348,7 +347,7 @@ def serve_proxy(
     try:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{sock.getsockname()[1]}", recorder)
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
