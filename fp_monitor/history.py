@@ -36,6 +36,7 @@ from fp_monitor.models import (
     ALL_SOURCES,
     CHANGE_STATUSES,
     NULL,
+    TRAFFIC_STATUSES,
     CheckRecord,
     ErrorKind,
     Observation,
@@ -185,8 +186,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             SELECT target, 'probe', field, value, first_seen, samples FROM known_values;
         """,
     ),
+    (
+        "0008_previous_by_source",
+        # A check's previous one is the latest of its own source (see History.facts).
+        "CREATE INDEX checks_target_source_time ON checks (target, source, checked_at);",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
 
 
 _COUNT_KNOWN = (
@@ -327,9 +334,14 @@ class History:
                 raise
             self._db.execute("COMMIT")
 
-    def facts(self, target: str, sources: frozenset[Source] = ALL_SOURCES) -> TargetFacts:
-        """The previous successful check and the known values of `target`, as seen by the
-        observations of `sources`."""
+    def facts(
+        self, target: str, sources: frozenset[Source] = ALL_SOURCES, kind: Source = Source.PROBE
+    ) -> TargetFacts:
+        """The known values of `target`, as seen by the observations of `sources`, and the
+        previous successful check of the `kind` of check being made: a probe's is compared with
+        the last probe's, a response with the last response (a response is one sample: after
+        it, a fleet serving two values would look `changed` to the next probe). Before any
+        check of its kind, the latest check of `sources` is the previous one."""
         # Every source: the union table as it always was; fewer: the per-source table.
         only, names = "", tuple(source.value for source in sorted(sources))
         if sources >= ALL_SOURCES:
@@ -346,12 +358,15 @@ class History:
         with _errors(self.path):
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
-            previous = self._db.execute(
+            latest = (
                 "SELECT fingerprints, models, headers FROM checks "
-                f"WHERE target = ? AND fingerprints IS NOT NULL{only} "
-                "ORDER BY checked_at DESC, id DESC LIMIT 1",
-                (target, *names),
-            ).fetchone()
+                "WHERE target = ? AND fingerprints IS NOT NULL{} "
+                "ORDER BY checked_at DESC, id DESC LIMIT 1"
+            )
+            previous = (
+                self._db.execute(latest.format(" AND source = ?"), (target, kind.value)).fetchone()
+                or self._db.execute(latest.format(only), (target, *names)).fetchone()
+            )
             known: dict[str, set[str]] = {"fingerprint": set(), "model": set()}
             first_seen = {}
             counts = {}
@@ -546,18 +561,17 @@ class History:
         )
 
     def state(self, target: str) -> TargetState:
-        """The target's latest check, latest successful check and status counts."""
+        """The target's latest probe check, latest successful probe check, and status counts
+        (of traffic checks, those of TRAFFIC_STATUSES)."""
         with _errors(self.path):
             last = self._db.execute(
                 "SELECT check_id, checked_at, fingerprints IS NOT NULL FROM checks "
-                "WHERE target = ? ORDER BY id DESC LIMIT 1",
+                "WHERE target = ? AND source = 'probe' ORDER BY id DESC LIMIT 1",
                 (target,),
             ).fetchone()
-            if last is None:
-                return TargetState()
             last_ok = self._db.execute(
-                "SELECT check_id FROM checks WHERE target = ? AND fingerprints IS NOT NULL "
-                "ORDER BY id DESC LIMIT 1",
+                "SELECT check_id FROM checks WHERE target = ? AND source = 'probe' "
+                "AND fingerprints IS NOT NULL ORDER BY id DESC LIMIT 1",
                 (target,),
             ).fetchone()
             latencies = [
@@ -565,23 +579,41 @@ class History:
                 for (latency,) in self._db.execute(
                     "SELECT latency_ms FROM observations WHERE check_id = ? AND target = ? "
                     "AND error_kind IS NULL AND latency_ms IS NOT NULL",
-                    (last[0], target),
+                    (last[0] if last else None, target),
                 )
             ]
             counts = self._db.execute(
                 "SELECT status, count(*), max(checked_at) FROM checks WHERE target = ? "
-                "GROUP BY status",
+                f"AND (source = 'probe' OR status IN ({_TRAFFIC_STATUSES})) GROUP BY status",
                 (target,),
             ).fetchall()
         changed_at = [at for status, _, at in counts if status in CHANGE_STATUSES]
         return TargetState(
-            last_checked_at=parse_timestamp(last[1]),
-            last_ok=bool(last[2]),
+            last_checked_at=parse_timestamp(last[1]) if last else None,
+            last_ok=bool(last[2]) if last else None,
             latency_ms=statistics.median(latencies) if latencies else None,
             served=self.served(target, last_ok[0]) if last_ok else frozenset(),
             status_counts={status: count for status, count, _ in counts},
             last_change_at=parse_timestamp(max(changed_at)) if changed_at else None,
         )
+
+    def last_check_row(self) -> int:
+        """The row id of the latest check (0 when there is none)."""
+        with _errors(self.path):
+            return int(self._db.execute("SELECT coalesce(max(id), 0) FROM checks").fetchone()[0])
+
+    def traffic_changes(self, after: int) -> tuple[list[tuple[str, Status, datetime]], int]:
+        """The traffic checks after check row `after` with a status of TRAFFIC_STATUSES, as
+        (target, status, checked_at), and the last check row they go up to (the next
+        `after`)."""
+        last = self.last_check_row()  # first: a check written meanwhile is read next time
+        with _errors(self.path):
+            rows = self._db.execute(
+                "SELECT target, status, checked_at FROM checks WHERE id > ? AND id <= ? "
+                f"AND source = 'traffic' AND status IN ({_TRAFFIC_STATUSES}) ORDER BY id",
+                (after, last),
+            ).fetchall()
+        return [(target, Status(status), parse_timestamp(at)) for target, status, at in rows], last
 
     def count_observations(self, target: str | None = None) -> int:
         with _errors(self.path):
@@ -646,7 +678,10 @@ class History:
             )
             cursor.row_factory = sqlite3.Row
             return [
-                Recorded(row["id"], row["check_id"], observation_from_row(row)) for row in cursor
+                Recorded(
+                    row["id"], row["check_id"], observation_from_row(row), Source(row["source"])
+                )
+                for row in cursor
             ]
 
     def samples(self, target: str, window: Window) -> list[Sample]:
@@ -827,6 +862,7 @@ def observation_from_row(row: Row) -> Observation:
         error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
         error_message=row["error_message"],
         raw_response=row["raw_response"],
+        tags=json.loads(row["tags"]),
     )
 
 

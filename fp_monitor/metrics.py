@@ -37,15 +37,21 @@ class Snapshot:
     last_check: datetime | None = None
     interval: float | None = None
     """The watch's --every; None for a one-off check."""
+    traffic_after: int = 0
+    """The last check row the snapshot has seen: traffic recorded after it is still to count."""
 
 
 def load_snapshot(
     history: History, targets: Sequence[Target], interval: float | None = None
 ) -> Snapshot:
     """Where each target stands according to the history (reads every check of each once)."""
-    states = {t.name: history.state(t.name) for t in targets}
+    with history.snapshot():  # the counts and the row they go up to, from one state
+        states = {t.name: history.state(t.name) for t in targets}
+        last_row = history.last_check_row()
     times = [s.last_checked_at for s in states.values() if s.last_checked_at is not None]
-    return Snapshot(tuple(targets), states, max(times, default=None), interval)
+    return Snapshot(
+        tuple(targets), states, max(times, default=None), interval, traffic_after=last_row
+    )
 
 
 def advance(
@@ -69,6 +75,22 @@ def advance(
             ),
         )
     return replace(snapshot, states=states, last_check=result.checked_at)
+
+
+def with_traffic(snapshot: Snapshot, history: History) -> Snapshot:
+    """The snapshot with the traffic checks recorded since it was taken (by applications'
+    recording clients and `fpmon proxy`): a value first seen there counts as a probe's would
+    (TRAFFIC_STATUSES)."""
+    changes, last_row = history.traffic_changes(snapshot.traffic_after)
+    states = dict(snapshot.states)
+    for name, status, checked_at in changes:
+        if (old := states.get(name)) is None:
+            continue  # not a watched target
+        counts = dict(old.status_counts)
+        counts[status.value] = counts.get(status.value, 0) + 1
+        last_change = max(old.last_change_at or checked_at, checked_at)
+        states[name] = replace(old, status_counts=counts, last_change_at=last_change)
+    return replace(snapshot, states=states, traffic_after=last_row)
 
 
 def label(token: str) -> str:

@@ -229,6 +229,7 @@ class Recorded:
     id: int
     check_id: str
     observation: Observation
+    source: Source = Source.PROBE
 
 
 @dataclass(frozen=True)
@@ -262,3 +263,7 @@ class TargetState:
 
 CHANGE_STATUSES = (Status.FIRST, Status.NEW, Status.CHANGED, Status.LEARNED)
 """Statuses that move the served set (`first`: the set became known)."""
+TRAFFIC_STATUSES = (Status.FIRST, Status.NEW, Status.LEARNED)
+"""The statuses of a traffic check that notifications and metrics take like a probe's: each
+comes once per value. Not `changed`: one response is one sample, so it would flip with every
+response from a fleet that serves several values."""

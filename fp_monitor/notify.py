@@ -38,7 +38,7 @@ from fp_monitor.redact import redact, register
 from fp_monitor.render import clean, describe, iso, json_values, plural
 
 PAYLOAD_VERSION = 1
-_STATUS_EVENTS = {
+STATUS_EVENTS = {
     Status.NEW: Event.NEW,
     Status.CHANGED: Event.CHANGED,
     Status.LEARNED: Event.LEARNED,
@@ -83,7 +83,7 @@ def events(
             # Only a streak that was notified is worth a `recovered`.
             if failed >= threshold:
                 found.append((Event.RECOVERED, failed))
-            if (event := _STATUS_EVENTS.get(target.status)) is not None:
+            if (event := STATUS_EVENTS.get(target.status)) is not None:
                 found.append((event, 0))
         notifications += [
             Notification(event, target, result.check_id, result.checked_at, history, count)

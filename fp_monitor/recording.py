@@ -61,6 +61,7 @@ from fp_monitor.learning import LearningSettings
 from fp_monitor.lockfile import read_lock
 from fp_monitor.models import (
     NULL,
+    TRAFFIC_STATUSES,
     ErrorKind,
     LockEntry,
     Observation,
@@ -68,6 +69,7 @@ from fp_monitor.models import (
     TargetResult,
     Usage,
 )
+from fp_monitor.notify import STATUS_EVENTS, Notification, deliver
 from fp_monitor.probe import (
     ERROR_MESSAGE_LIMIT,
     MAX_BODY_BYTES,
@@ -368,6 +370,7 @@ class Recorder:
         self.history_path = loaded.history
         self.track_headers = settings.track_headers if settings else ()
         self._baseline = loaded.baseline
+        self._config = loaded  # its notifiers hear of a value first seen in this traffic
         self._learning = settings.learning if settings else LearningSettings()
         self._expect = settings.expect if settings else frozenset()
         self._writing = _Connection(self.history_path)
@@ -453,22 +456,42 @@ class Recorder:
             observations = [o for o in batch if o is not None]
             if observations:
                 write = functools.partial(self._write, observations=observations)
-                if self._guarded("record", self._writing, write, len(observations)):
+                news = self._guarded("record", self._writing, write, len(observations))
+                if news is not None:
                     with self._counts_lock:
                         self.recorded += len(observations)
+                    self._notify(news)  # once committed, like a probe's check
             if None in batch:
                 return
 
-    def _write(self, history: History, observations: list[Observation]) -> bool:
-        """Each response its own small check, all in one transaction."""
+    def _write(self, history: History, observations: list[Observation]) -> list[Notification]:
+        """Each response its own small check, all in one transaction; the events among them
+        to notify (`new`, `learned`: see TRAFFIC_STATUSES)."""
         entry = self._lock_entry()  # read once for the batch
+        news = []
         with history.write():
             for observation in observations:
                 result = self._detect(history, observation, entry)
-                history.append_check(
-                    uuid.uuid4().hex, observation.observed_at, result, [observation], Source.TRAFFIC
-                )
-        return True
+                check_id, at = uuid.uuid4().hex, observation.observed_at
+                history.append_check(check_id, at, result, [observation], Source.TRAFFIC)
+                if result.status in TRAFFIC_STATUSES and result.status in STATUS_EVENTS:
+                    event = STATUS_EVENTS[result.status]
+                    news.append(Notification(event, result, check_id, at, history.path))
+        return news
+
+    def _notify(self, news: list[Notification]) -> None:
+        """Send the events through the configuration's notifiers, from the writer thread
+        (records wait meanwhile, the application does not). Not `changed` (see
+        TRAFFIC_STATUSES), nor `error` and `recovered`: an application's own failed requests
+        say little of the backend, so these stay the probes'."""
+        if not news or not self._config.notifiers:
+            return
+        try:
+            failures = deliver(self._config, news)
+        except Exception as exc:  # a bug too: the writer thread must go on
+            failures = [redact(f"{type(exc).__name__}: {exc}")]
+        for failure in failures:
+            logger.warning("fpmon: a notification of target %s failed: %s", self.target, failure)
 
     def _lock_entry(self) -> LockEntry | None:
         """Read at each use: `fpmon accept` may change the lock while the application runs."""
@@ -480,7 +503,7 @@ class Recorder:
         return detect_target(
             self.target,
             [observation],
-            history.facts(self.target),
+            history.facts(self.target, kind=Source.TRAFFIC),
             settings=self._learning,
             expect=self._expect,
             entry=entry,

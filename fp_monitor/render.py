@@ -340,6 +340,7 @@ RUN_FIELDS = (
 OBSERVATION_FIELDS = (
     "id",
     "check_id",
+    "source",
     "observed_at",
     "target",
     "provider",
@@ -357,6 +358,7 @@ OBSERVATION_FIELDS = (
     "completion_tokens",
     "total_tokens",
     "headers",
+    "tags",
     "error",
     "request_shape",
     "raw_response",
@@ -385,6 +387,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
     return {
         "id": record.id,
         "check_id": record.check_id,
+        "source": record.source.value,
         "observed_at": iso(o.observed_at),
         "target": o.target,
         "provider": o.provider,
@@ -402,6 +405,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
         "completion_tokens": o.usage.completion_tokens,
         "total_tokens": o.usage.total_tokens,
         "headers": o.headers,
+        "tags": dict(o.tags),
         "error": None
         if o.error_kind is None
         else {"kind": o.error_kind.value, "status_code": o.http_status, "message": o.error_message},

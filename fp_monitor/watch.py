@@ -23,7 +23,14 @@ from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config import Config
 from fp_monitor.errors import ExitCode, HistoryError, most_severe
 from fp_monitor.history import History
-from fp_monitor.metrics import Snapshot, SnapshotCollector, advance, load_snapshot, serve
+from fp_monitor.metrics import (
+    Snapshot,
+    SnapshotCollector,
+    advance,
+    load_snapshot,
+    serve,
+    with_traffic,
+)
 from fp_monitor.models import CheckResult
 from fp_monitor.notify import deliver, pending
 from fp_monitor.render import plural
@@ -128,7 +135,8 @@ def _rounds(
         with History.open(config.history) as history:
             notifications = pending(history, config, result)
             served = {t.name: history.served(t.name, result.check_id) for t in result.targets}
-        collector.snapshot = advance(collector.snapshot, result, served)
+            snapshot = advance(collector.snapshot, result, served)
+            collector.snapshot = with_traffic(snapshot, history)
         failures = deliver(config, notifications)
         # Start to start: a slow check does not push every later one back.
         next_start = started + jittered(options.every, options.jitter)

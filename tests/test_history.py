@@ -81,7 +81,8 @@ def record(
 ) -> TargetResult:
     """What `fpmon check` does for one target: facts and detection inside the write."""
     with history.write():
-        result = detect(target, observations, history.facts(target), samples=len(observations))
+        facts = history.facts(target, kind=source)
+        result = detect(target, observations, facts, samples=len(observations))
         history.append_check(check_id or uuid.uuid4().hex, at, result, observations, source)
     return result
 
@@ -256,6 +257,7 @@ EXPECTED_INDEXES = {
     ("checks_target_time", "checks", ("target", "checked_at")),
     ("checks_target_learning", "checks", ("target", "id")),
     ("checks_target_source", "checks", ("target", "source", "id")),
+    ("checks_target_source_time", "checks", ("target", "source", "checked_at")),
 }
 
 
@@ -644,15 +646,19 @@ def test_facts_can_be_limited_to_one_source(history: History) -> None:
     assert everything.first_seen[("fingerprint", "fp_a")] == T0
 
 
-def test_previous_and_learning_follow_the_chosen_source(history: History, path: Path) -> None:
+def test_known_and_learning_follow_the_chosen_source_previous_the_kind(
+    history: History, path: Path
+) -> None:
     record(history, [obs("fp_a")], at=T0)
     record(history, [obs("fp_b")], at=T0 + timedelta(minutes=1), source=Source.TRAFFIC)
     with closing(sqlite3.connect(path)) as db:
         db.execute("UPDATE checks SET learning = CASE source WHEN 'probe' THEN 0 ELSE 1 END")
         db.commit()
-    assert history.facts("grok").previous_fingerprints == {"fp_b"}
-    assert history.facts("grok", PROBE).previous_fingerprints == {"fp_a"}
-    assert history.facts("grok", TRAFFIC).previous_fingerprints == {"fp_b"}
+    assert history.facts("grok").known_fingerprints == {"fp_a", "fp_b"}
+    assert history.facts("grok", PROBE).known_fingerprints == {"fp_a"}
+    assert history.facts("grok", TRAFFIC).known_fingerprints == {"fp_b"}
+    assert history.facts("grok", TRAFFIC).previous_fingerprints == {"fp_a"}  # a probe's
+    assert history.facts("grok", kind=Source.TRAFFIC).previous_fingerprints == {"fp_b"}
     assert history.facts("grok", PROBE).learning_ended
     assert not history.facts("grok", TRAFFIC).learning_ended
     sources = rows(path, "SELECT source FROM checks ORDER BY id")
@@ -709,3 +715,19 @@ def test_migration_0007_keeps_the_known_values_as_seen_by_probes(path: Path) -> 
     assert probes.known_models == {"m-1"}
     assert probes.fingerprint_counts == {"fp_a": 4}
     assert probes.previous_fingerprints == {"fp_a"}
+
+
+def test_a_check_is_compared_with_the_previous_check_of_its_own_kind(history: History) -> None:
+    """One response is one sample: after it, a probe that sees the fleet's two values is not
+    `changed`, and a response is compared with the last response."""
+    minute = timedelta(minutes=1)
+    both = [obs("fp_a"), obs("fp_b")]
+    statuses = [
+        record(history, both, at=T0).status,
+        record(history, [obs("fp_a")], at=T0 + minute, source=Source.TRAFFIC).status,
+        record(history, both, at=T0 + 2 * minute).status,
+        record(history, [obs("fp_b")], at=T0 + 3 * minute, source=Source.TRAFFIC).status,
+    ]
+    assert statuses == [Status.FIRST, Status.SAME, Status.SAME, Status.CHANGED]
+    assert history.facts("grok", kind=Source.TRAFFIC).previous_fingerprints == {"fp_b"}
+    assert history.facts("grok").previous_fingerprints == {"fp_a", "fp_b"}

@@ -11,12 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fp_monitor.config import Target
 from fp_monitor.history import History
-from fp_monitor.metrics import Snapshot, advance, exposition, load_snapshot
+from fp_monitor.metrics import Snapshot, advance, exposition, load_snapshot, with_traffic
 from fp_monitor.models import (
     ABSENT,
     NULL,
     CheckResult,
     ErrorKind,
+    Source,
     Status,
     TargetState,
 )
@@ -24,6 +25,7 @@ from fp_monitor.providers import Auth
 from tests.test_history import T0, obs, record
 from tests.test_notify import target as target_result
 
+TRAFFIC = Source.TRAFFIC
 GROK = Target("grok", "xai", "grok-4", "https://api.x.ai/v1", Auth.BEARER, "XAI_API_KEY", "mt")
 
 
@@ -129,3 +131,31 @@ def test_snapshot_times_are_utc_unix_seconds() -> None:
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     found = samples(exposition(Snapshot((GROK,), {}, last_check=moment)))
     assert found["fpmon_last_check_timestamp_seconds"] == [({}, 1767225600.0)]
+
+
+def test_traffic_counts_its_once_per_value_statuses_and_not_the_probe_gauges(
+    tmp_path: Path,
+) -> None:
+    """A value first seen in traffic is a `new` in the counters as a probe's would be; a
+    traffic `changed` (one response, one sample) is not counted, and the probe gauges stay the
+    probes'."""
+    minute = timedelta(minutes=1)
+    with History.open(tmp_path / "h.db") as history:
+        record(history, [obs("fp_a", latency=100.0), obs("fp_b")], at=T0)  # first
+        snapshot = load_snapshot(history, [GROK])
+        assert with_traffic(snapshot, history) == snapshot  # nothing new yet
+        for n, fingerprint in enumerate(["fp_a", "fp_b", "fp_c", "fp_c"], start=1):
+            record(history, [obs(fingerprint, latency=9.0)], at=T0 + n * minute, source=TRAFFIC)
+        record(history, [obs("fp_x", target="other")], target="other", source=TRAFFIC)
+        statuses = [s for (s,) in history._db.execute("SELECT status FROM checks ORDER BY id")]
+        assert statuses == ["first", "same", "changed", "new", "same", "first"]
+        live = with_traffic(snapshot, history)
+        assert with_traffic(live, history) == live  # each traffic check counted once
+        reloaded = load_snapshot(history, [GROK])
+    for state in (live.states["grok"], reloaded.states["grok"]):
+        assert state.status_counts.get("new") == 1 and "changed" not in state.status_counts
+        assert state.last_change_at == T0 + 3 * minute
+        assert state.served == frozenset({("fp_a", "m-1"), ("fp_b", "m-1")})  # the probe's
+        assert state.latency_ms == pytest.approx((100.0 + 123.5) / 2)
+        assert state.last_checked_at == T0
+    assert set(live.states) == {"grok"}  # traffic of an unwatched target is not exported

@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -316,6 +317,30 @@ def test_warn_lets_the_answer_through(known_fp_a: FakeAPI, history: Path) -> Non
     http.close()
 
 
+def test_a_value_first_seen_in_traffic_is_notified_once(
+    known_fp_a: FakeAPI, history: Path, isolated: Path
+) -> None:
+    """The configuration's notifiers hear of `new` as after a probe; the value is known from
+    then on, so the next response with it sets nothing off."""
+    out = isolated / "notified.txt"
+    write = (
+        f"open({str(out)!r}, 'a').write(' '.join(os.environ[k] for k in "
+        "('FPMON_EVENT', 'FPMON_TARGET', 'FPMON_NOW')) + '\\n')"
+    )
+    run = json.dumps([sys.executable, "-c", "import os; " + write])
+    config = isolated / "fpmon.toml"
+    config.write_text(config.read_text() + f'[notify.log]\ntype = "command"\nrun = {run}\n')
+    http = fp_monitor.recording_client("app", history=history)
+    client = sdk(known_fp_a, http)
+    for _ in range(2):
+        client.chat.completions.create(model="model-a", messages=MESSAGES)
+        http.fpmon.flush()
+    http.close()
+    assert out.read_text().splitlines() == ["new app fp_rollout001"]
+    statuses = [r["status"] for r in rows(history, "SELECT status FROM checks")]
+    assert statuses == ["first", "new", "same"]
+
+
 def test_the_lock_file_decides_what_is_expected(
     fake: FakeAPI, history: Path, write_config: Callable[..., Path]
 ) -> None:
@@ -405,8 +430,10 @@ def test_a_value_first_seen_in_traffic_is_new_like_a_probes(
     assert target["status"] == "new" and "fp_rollout001" not in target["known"]
     traffic_only = CheckOptions(record=False, sources=frozenset({Source.TRAFFIC}))
     assert run_check(config, [], traffic_only).targets[0].known == ("fp_rollout001",)
-    every = run_check(config, [], CheckOptions()).targets[0]  # all sources, the default
-    assert every.status is Status.SAME and "fp_rollout001" in every.known
+    # All sources, the default: known (the traffic saw it first, and that was the event), and
+    # changed from what the last probe saw.
+    every = run_check(config, [], CheckOptions()).targets[0]
+    assert every.status is Status.CHANGED and "fp_rollout001" in every.known
 
 
 def env(history: Path) -> dict[str, str]:
