@@ -648,16 +648,17 @@ def proxy(
     history: HistoryOption = None,
 ) -> int:
     """Record the fingerprints of an application's own traffic: a local reverse proxy."""
-    from fp_monitor.proxy import in_clear, is_loopback, parse_listen, serve_proxy
+    from fp_monitor.proxy import in_clear, is_loopback, parse_listen, serve_proxy, shown_upstream
 
     if not is_loopback(parse_listen(listen)[0]):
         _stderr(f"warning: {listen} is reachable from other machines: anyone there can use it")
+    shown = shown_upstream(upstream)
     if in_clear(upstream):
-        _stderr(f"warning: {upstream} is plain http: your application's key travels in clear")
+        _stderr(f"warning: {shown} is plain http: your application's key travels in clear")
 
     def ready(url: str, recorder: Recorder) -> None:
         print(
-            f"fpmon proxy: {url} -> {upstream} (target {target}, history "
+            f"fpmon proxy: {url} -> {shown} (target {target}, history "
             f"{recorder.history_path}); SIGTERM or Ctrl-C to stop",
             flush=True,
         )

@@ -74,7 +74,7 @@ NOTIFY_KEYS = {
 }
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
 _LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
-_AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
+AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
 
 
 def parse_duration(text: str) -> float:
@@ -445,7 +445,7 @@ def _build_target(name: str, read: _Reader) -> Target:
         raise read.fail("model", "missing: name the model to probe")
     headers = read.mapping("headers")
     for header, value in headers.items():
-        if header.lower() in _AUTH_HEADERS:
+        if header.lower() in AUTH_HEADERS:
             raise read.fail(
                 "headers",
                 f"{header} must not be written in the file; fpmon sends it from "

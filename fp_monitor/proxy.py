@@ -40,6 +40,7 @@ from fp_monitor.recording import (
     is_chat_completion,
 )
 from fp_monitor.redact import redact
+from fp_monitor.render import clean
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,9 @@ class ProxyApp:
         exchange = None
         if chat:
             # read now: the request body is sent by the time its answer starts
+            sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
             info = replace(
-                RequestInfo.of(str(request.url), upload.kept, tags),
+                RequestInfo.of(str(request.url), upload.kept, tags, sent),
                 started_at=started_at,
                 started=started,
             )
@@ -221,7 +223,11 @@ class ProxyApp:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx2.HTTPError as exc:
             # Cut mid-answer: the client's answer is cut too (uvicorn closes the connection).
-            logger.warning("fpmon proxy: the upstream broke off %s: %s", request.url.path, exc)
+            logger.warning(
+                "fpmon proxy: the upstream broke off %s: %s",
+                clean(request.url.path),
+                clean(redact(str(exc))),
+            )
         finally:
             if exchange is not None:
                 exchange.finish()
@@ -271,6 +277,16 @@ def check_upstream(upstream: str) -> None:
             f"--upstream {upstream!r}: expected an http:// or https:// URL, like "
             "https://api.x.ai/v1"
         )
+
+
+def shown_upstream(upstream: str) -> str:
+    """The upstream URL as printed: credentials in it (user:password@, a query string such as
+    ?api-key=) are left out."""
+    parts = urlsplit(upstream)
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = "***@" if "@" in parts.netloc else ""
+    query = "?***" if parts.query else ""
+    return clean(redact(f"{parts.scheme}://{userinfo}{host}{parts.path}{query}"))
 
 
 def in_clear(upstream: str) -> bool:

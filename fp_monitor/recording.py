@@ -38,7 +38,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
@@ -54,7 +54,7 @@ import httpx2
 from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
 from fp_monitor.check import detect_target
-from fp_monitor.config import load_config
+from fp_monitor.config import AUTH_HEADERS, load_config
 from fp_monitor.errors import ConfigError, UnexpectedFingerprint
 from fp_monitor.history import History
 from fp_monitor.learning import LearningSettings
@@ -137,9 +137,18 @@ class RequestInfo:
     started_at: datetime
     started: float
     """time.perf_counter() when the request left."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """The request's credentials, only to hide them from a stored error message (a server
+    may echo a key that has no provider's shape); never stored themselves."""
 
     @classmethod
-    def of(cls, url: str, body: bytes | None, tags: Mapping[str, str]) -> RequestInfo:
+    def of(
+        cls,
+        url: str,
+        body: bytes | None,
+        tags: Mapping[str, str],
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> RequestInfo:
         try:
             data: Any = json.loads(body) if body else None
         except (ValueError, RecursionError):
@@ -155,7 +164,20 @@ class RequestInfo:
             tags=dict(tags),
             started_at=datetime.now(UTC),
             started=time.perf_counter(),
+            secrets=_credentials(headers),
         )
+
+
+def _credentials(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The values of the request's auth headers, and of a bearer token the token alone."""
+    found = []
+    for name, value in headers:
+        if name.lower() in AUTH_HEADERS and value.strip():
+            found.append(value.strip())
+            scheme, _, token = value.strip().partition(" ")
+            if token.strip() and scheme.lower() == "bearer":
+                found.append(token.strip())
+    return tuple(found)
 
 
 class ResponseTap:
@@ -180,6 +202,10 @@ class ResponseTap:
         self._stream_error: str | None = None
         self.fingerprint_shown = False
         """A stream chunk carried `system_fingerprint`: the backend is known."""
+        self._done = False
+        self.decided = False
+        """The stream showed what the backend is: a chunk carried the fingerprint, or the
+        stream's `[DONE]` came without any that did (the fingerprint is absent)."""
 
     @property
     def body(self) -> bytes:
@@ -191,11 +217,13 @@ class ResponseTap:
         return self._first
 
     def feed(self, raw: bytes) -> bool:
-        """The next raw bytes of the body; True when they showed the fingerprint first."""
-        shown = self.fingerprint_shown
+        """The next raw bytes of the body; True when they decided the stream first (see
+        `decided`)."""
+        decided = self.decided
         for data in self._decode(raw):
             self._take(data)
-        return self.fingerprint_shown and not shown
+        self.decided = self.fingerprint_shown or (self._done and self._first is not None)
+        return self.decided and not decided
 
     def finish(self) -> dict[str, Any] | str:
         """The Observation fields of the whole response, or why there are none."""
@@ -277,6 +305,7 @@ class ResponseTap:
 
     def _event_done(self, data: bytes) -> None:
         if data == b"[DONE]":
+            self._done = True
             return
         # After the first chunk, only a usage object, an error or a fingerprint not seen yet is
         # still news: the other chunks (the tokens) are not parsed at all.
@@ -564,8 +593,9 @@ class Exchange:
         return self._tap.streaming
 
     def feed(self, raw: bytes) -> Observation | None:
-        """Watch the next raw bytes; the response so far when they showed its fingerprint first
-        (the moment to judge a stream, before the caller reads what it says)."""
+        """Watch the next raw bytes; the response so far when they decided the stream's backend
+        (the moment to judge it, before the caller reads what follows: the first chunk with the
+        fingerprint, or the `[DONE]` of a stream in which none carried one)."""
         if self._tap.feed(raw) and self._tap.fields is not None:
             return self._observation(self._tap.fields)
         return None
@@ -586,11 +616,13 @@ class Exchange:
     @contextmanager
     def ending(self) -> Iterator[Observation | None]:
         """The end of the body. A JSON answer is given, to be judged whole before the caller
-        gets it, and is recorded only after that (see Recorder.judge); a stream, judged at its
-        first chunk, gives None. The response is recorded on leaving, however judging ends."""
+        gets it, and is recorded only after that (see Recorder.judge); so is a stream that
+        ended without deciding (no chunk with the fingerprint, and no `[DONE]`), while one
+        judged as it went gives None. The response is recorded on leaving, however judging
+        ends."""
         observation = self.conclude()
         try:
-            yield None if self.streaming else observation
+            yield None if self.streaming and self._tap.decided else observation
         finally:
             if observation is not None:
                 self.recorder.record(observation)
@@ -617,6 +649,8 @@ class Exchange:
         kind = status_error_kind(self._status)
         if kind is not None:
             message = f"HTTP {self._status}: {error_message(self._tap.body)}"
+            for secret in sorted(request.secrets, key=len, reverse=True):
+                message = message.replace(secret, "***")
             return Observation(
                 **common, error_kind=kind, error_message=redact(message)[:ERROR_MESSAGE_LIMIT]
             )
@@ -634,7 +668,8 @@ def _request_info(recorder: Recorder, request: httpx2.Request) -> RequestInfo:
         body: bytes | None = request.content
     except httpx2.RequestNotRead:
         body = None  # a streamed upload: not read here, so it is sent unchanged
-    return RequestInfo.of(str(request.url), body, recorder.tags_with(header))
+    tags = recorder.tags_with(header)
+    return RequestInfo.of(str(request.url), body, tags, request.headers.items())
 
 
 class _RecordingStream(httpx2.SyncByteStream):

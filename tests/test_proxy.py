@@ -16,7 +16,7 @@ import pytest
 
 from fp_monitor.errors import ConfigError
 from fp_monitor.fake_api import FakeAPI
-from fp_monitor.proxy import ProxyApp, end_to_end, in_clear, parse_listen
+from fp_monitor.proxy import ProxyApp, end_to_end, in_clear, parse_listen, shown_upstream
 from fp_monitor.recording import Recorder
 
 CHAT = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}
@@ -179,3 +179,30 @@ def test_parse_listen_refuses(listen: str) -> None:
 )
 def test_a_key_sent_in_clear_to_another_machine_is_noticed(upstream: str, clear: bool) -> None:
     assert in_clear(upstream) is clear
+
+
+def test_a_key_the_server_echoes_is_not_stored(isolated: Path) -> None:
+    key = "0123456789abcdef0123456789abcdef"
+    with FakeAPI(api_keys=["the-right-key"], echo_key_in_errors=True) as fake:
+        headers = {"authorization": f"Bearer {key}"}
+        (answer,), _ = through_proxy(
+            fake,
+            isolated / "h.db",
+            ("POST", "/chat/completions", {"json": CHAT, "headers": headers}),
+        )
+    assert answer.status_code == 401 and key in answer.text  # passed unchanged to the caller
+    (row,) = rows(isolated / "h.db")
+    assert "Incorrect API key provided: ***" in row["error_message"]
+    assert key not in (isolated / "h.db").read_text(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("upstream", "shown"),
+    [
+        ("https://api.x.ai/v1", "https://api.x.ai/v1"),
+        ("https://me:s3cret@gw.example/v1", "https://***@gw.example/v1"),
+        ("https://r.openai.azure.com/openai?api-key=abc", "https://r.openai.azure.com/openai?***"),
+    ],
+)
+def test_the_printed_upstream_holds_no_credentials(upstream: str, shown: str) -> None:
+    assert shown_upstream(upstream) == shown

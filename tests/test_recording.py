@@ -340,3 +340,10 @@ def test_a_flush_racing_a_new_record_neither_hangs_nor_loses_it(
     with closing(sqlite3.connect(isolated / "history.db")) as db:
         ids = [row[0] for row in db.execute("SELECT response_id FROM observations ORDER BY 1")]
     assert ids == ["r-1", "r-2"] and (recorder.recorded, recorder.errors) == (2, 0)
+
+
+def test_a_stream_without_a_fingerprint_is_decided_at_its_done() -> None:
+    tap = ResponseTap(httpx2.Headers(SSE))
+    assert tap.feed(sse(chunk(ABSENT), chunk(ABSENT), done=False)) is False
+    assert tap.feed(b"data: [DONE]\n\n") is True  # before the caller reads the end
+    assert tap.fields is not None and tap.fields["fingerprint"] == ABSENT

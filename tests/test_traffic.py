@@ -27,7 +27,7 @@ from fp_monitor import UnexpectedFingerprint, UnexpectedFingerprintWarning
 from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config import load_config
 from fp_monitor.errors import ConfigError
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.fake_api import ABSENT, FakeAPI, ModelBehaviour
 from fp_monitor.models import Observation, Source, Status
 from fp_monitor.recording import Recorder, RecordingAsyncClient, RecordingClient
 from tests.conftest import Run
@@ -438,3 +438,32 @@ def test_a_value_first_seen_in_traffic_is_new_like_a_probes(
 
 def env(history: Path) -> dict[str, str]:
     return {"FPMON_HISTORY": str(history)}
+
+
+def test_a_key_the_server_echoes_is_not_stored_whatever_its_shape(history: Path) -> None:
+    """A 32-hex key (Azure's shape) has no provider prefix: only knowing it was sent hides it."""
+    key = "0123456789abcdef0123456789abcdef"
+    with FakeAPI(api_keys=["the-right-key"], echo_key_in_errors=True) as fake:
+        http = fp_monitor.recording_client("app", history=history)
+        client = OpenAI(base_url=fake.base_url, api_key=key, http_client=http, max_retries=0)
+        with pytest.raises(openai.AuthenticationError, match=key):  # the caller sees it all
+            client.chat.completions.create(model="model-a", messages=MESSAGES)
+        http.close()
+    (row,) = rows(history)
+    assert row["error_kind"] == "auth" and "Incorrect API key provided: ***" in row["error_message"]
+    assert key not in history.read_text(errors="replace")
+
+
+def test_a_stream_that_never_shows_a_fingerprint_is_judged_at_its_end(
+    known_fp_a: FakeAPI, history: Path
+) -> None:
+    known_fp_a.set_model("model-a", ModelBehaviour([ABSENT], "model-a-2026"))
+    http = fp_monitor.recording_client("app", history=history, on_unexpected="raise")
+    stream = sdk(known_fp_a, http).chat.completions.create(
+        model="model-a", messages=MESSAGES, stream=True
+    )
+    with pytest.raises(UnexpectedFingerprint) as info:  # at its [DONE], at the latest
+        list(stream)
+    assert (info.value.field, info.value.now) == ("fingerprint", "<absent>")
+    http.close()
+    assert [r["status"] for r in rows(history, "SELECT status FROM checks")] == ["first", "new"]
