@@ -11,10 +11,12 @@ stay on their hop. No header is stored or logged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
 import logging
+import re
 import signal
 import socket
 import time
@@ -252,6 +254,28 @@ async def _bad_gateway(send: Send, exc: httpx2.HTTPError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _CutAtShutdown(logging.Filter):
+    """uvicorn logs an error and a traceback per stream when its graceful shutdown cuts the
+    streams still open after GRACE_SECONDS: one warning instead, since that is how the proxy is
+    meant to stop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        cut = re.fullmatch(
+            r"Cancel (\d+) running task\(s\), timeout graceful shutdown exceeded",
+            record.getMessage(),
+        )
+        if cut:
+            logger.warning(
+                "fpmon proxy: %s stream(s) still open %g s after the signal to stop were cut",
+                cut[1],
+                GRACE_SECONDS,
+            )
+            return False
+        return True
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -359,6 +383,7 @@ def serve_proxy(
             server.force_exit = True  # a second Ctrl-C: do not wait for the streams
         server.should_exit = True
 
+    logging.getLogger("uvicorn.error").addFilter(_CutAtShutdown())
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         shown = f"[{host}]" if ":" in host else host

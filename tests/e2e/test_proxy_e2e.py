@@ -337,6 +337,28 @@ def test_sigterm_lets_an_open_stream_finish_then_exits_0(api: FakeAPI, tmp_path:
     assert KEY not in output and "POST" not in output  # no access log: a request line is data
 
 
+def test_sigterm_cuts_a_stream_still_open_after_5_s_in_one_line(tmp_path: Path) -> None:
+    glacial = ModelBehaviour(["fp_glacial001"], "glacial-1", stream_delay=2.5)  # 7.5 s long
+    with FakeAPI({"glacial": glacial}) as fake:
+        proxy = Proxy(fake.base_url, tmp_path)
+        body = {"model": "glacial", "messages": MESSAGES, "stream": True}
+        events = []
+        with (
+            httpx2.Client(trust_env=False, timeout=20) as http,
+            http.stream("POST", proxy.url + "/chat/completions", json=body) as answer,
+            pytest.raises(httpx2.RemoteProtocolError),  # cut: the body is incomplete
+        ):
+            for line in answer.iter_lines():
+                if line:
+                    events.append(line)
+                    proxy.process.send_signal(signal.SIGTERM)
+        code, output = proxy.stop()
+    assert code == 0 and 1 <= len(events) < 4
+    assert "1 stream(s) still open 5 s after the signal to stop were cut" in output
+    assert "Traceback" not in output and "ERROR" not in output
+    assert proxy.records(1)[0]["fingerprint"] == "fp_glacial001"  # recorded all the same
+
+
 def test_a_bad_listen_address_is_a_usage_error(fpmon: Callable[..., Run]) -> None:
     result = fpmon("proxy", "--listen", "8787", "--upstream", "http://127.0.0.1:9", "--target", "a")
     assert result.code == 2
