@@ -132,8 +132,8 @@ SourceOption = Annotated[
     SourceChoice,
     typer.Option(
         "--source",
-        help="Whose observations make the known and previous sets: fpmon's probes, the "
-        "application's recorded traffic (fpmon proxy, recording_client), or all.",
+        help="Whose observations make the known set: fpmon's probes, the application's "
+        "recorded traffic (fpmon proxy, recording_client), or all.",
     ),
 ]
 
@@ -322,6 +322,7 @@ def watch(
     samples: SamplesOption = None,
     fail_on: FailOnOption = FailOn.NEW,
     concurrency: ConcurrencyOption = 32,
+    source: SourceOption = SourceChoice.ALL,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -341,7 +342,9 @@ def watch(
 
     loaded = load_config(config, history=history, baseline=baseline)
     _warn_insecure(loaded.select(targets or []))
-    check_options = CheckOptions(samples=samples, fail_on=fail_on, concurrency=concurrency)
+    check_options = CheckOptions(
+        samples=samples, fail_on=fail_on, concurrency=concurrency, sources=source.sources
+    )
     options = WatchOptions(
         every=every,
         count=count,

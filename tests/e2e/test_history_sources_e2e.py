@@ -91,3 +91,22 @@ def test_the_audit_record_is_one_jsonl_line_per_response(
     assert audit == [plain_line, streamed_line]  # in the order they were made
     assert lines[1]["request_id"].startswith("req_") and lines[1]["total_tokens"] is None
     assert all(r["observed_at"].endswith("Z") for r in lines)
+
+
+def test_watch_takes_the_source_of_the_known_set(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path], isolated: Path
+) -> None:
+    """A value the traffic saw first: known to a watch of every source (the event was the
+    traffic's), new to a watch of the probes alone."""
+    write_config(fake.base_url, app={"model": "model-a"})
+    history = isolated / "xdg-data/fpmon/history.db"
+    fake.rotate("model-a", [A])
+    assert fpmon("check").code == 0
+    fake.rotate("model-a", [B])
+    with fp_monitor.recording_client("app", history=history) as http:
+        client = OpenAI(base_url=fake.base_url, api_key="unused", http_client=http, max_retries=0)
+        client.chat.completions.create(model="model-a", messages=[{"role": "user", "content": "x"}])
+    probes = fpmon("watch", "--every", "0s", "--count", "1", "--source", "probe")
+    assert probes.code == 1 and f"new fingerprint: {A} -> {B}" in probes.out
+    every = fpmon("watch", "--every", "0s", "--count", "1")
+    assert every.code == 0 and "new" not in every.out
