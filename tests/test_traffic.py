@@ -405,6 +405,26 @@ def test_a_read_only_history_never_breaks_the_call(
     assert len(rows(history)) == 1
 
 
+def test_a_read_only_history_never_breaks_an_async_call_or_its_check(
+    known_fp_a: FakeAPI, history: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither the record nor the check (on_unexpected) can read or write: the answer comes
+    all the same, and each failure is counted and logged."""
+
+    async def main() -> tuple[str, int]:
+        http = fp_monitor.recording_async_client("app", history=history, on_unexpected="raise")
+        async with async_sdk(known_fp_a, http) as client:
+            answer = await client.chat.completions.create(model="model-a", messages=MESSAGES)
+            await asyncio.to_thread(http.fpmon.flush)
+        return answer.choices[0].message.content or "", http.fpmon.errors
+
+    with read_only(history.parent), caplog.at_level(logging.WARNING, "fp_monitor.recording"):
+        content, errors = asyncio.run(main())
+    assert content == "Hi" and errors == 2  # the check, then the record
+    assert "could not check a response of target app" in caplog.text
+    assert "could not record a response of target app" in caplog.text
+
+
 # --- one history with the probes ----------------------------------------------------------
 
 
