@@ -30,7 +30,7 @@ from fp_monitor.history import (
     parse_timestamp,
     timestamp,
 )
-from fp_monitor.models import ErrorKind
+from fp_monitor.models import ErrorKind, Source
 from fp_monitor.reading import missing_history, open_history
 
 EXPORT_VERSION = 1
@@ -40,6 +40,7 @@ IMPORT_BATCH = 5000
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _STATES = (None, "value", "null", "empty", "absent")
 _ERROR_KINDS = frozenset(kind.value for kind in ErrorKind)
+_SOURCES = frozenset(source.value for source in Source)
 # (type, may be null) per exported field, as the observations table declares them.
 _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "check_id": (str, False),
@@ -164,10 +165,11 @@ def _rebuild_check(history: History, records: Sequence[Mapping[str, Any]]) -> No
     """The check row and known values of imported records, with the status detection gives
     them against the history as it stands (the lock is not consulted)."""
     observations = [observation_from_row(r) for r in records]
-    target = observations[0].target
-    result = detect(target, observations, history.facts(target), samples=len(observations))
+    target, source = observations[0].target, Source(records[0]["source"])
+    facts = history.facts(target, kind=source)
+    result = detect(target, observations, facts, samples=len(observations))
     checked_at = max(o.observed_at for o in observations)
-    history.record_check(records[0]["check_id"], checked_at, result, observations)
+    history.record_check(records[0]["check_id"], checked_at, result, observations, source)
 
 
 @contextmanager
@@ -237,6 +239,8 @@ def _check_semantics(record: Mapping[str, Any]) -> None:
         )
     if record["fingerprint_state"] not in _STATES:
         raise ValueError(f"fingerprint_state: unknown state {record['fingerprint_state'][:40]!r}")
+    if record["source"] not in _SOURCES:
+        raise ValueError(f"source: expected probe or traffic, got {record['source'][:40]!r}")
     if record["error_kind"] is not None and record["error_kind"] not in _ERROR_KINDS:
         raise ValueError(f"error_kind: unknown kind {record['error_kind'][:40]!r}")
     headers = json.loads(record["headers"])
@@ -248,8 +252,13 @@ def _check_groups(
     records: Iterable[tuple[int, dict[str, Any]]],
 ) -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Consecutive records of one check of one target: a check writes them together."""
-    for _, group in itertools.groupby(records, key=lambda r: (r[1]["check_id"], r[1]["target"])):
+    for _, group in itertools.groupby(records, key=_check_key):
         yield list(group)
+
+
+def _check_key(record: tuple[int, dict[str, Any]]) -> tuple[str, str, str]:
+    _, data = record
+    return data["check_id"], data["target"], data["source"]
 
 
 def _batches(

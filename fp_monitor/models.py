@@ -229,7 +229,7 @@ class Recorded:
     id: int
     check_id: str
     observation: Observation
-    source: Source = Source.PROBE
+    source: Source
 
 
 @dataclass(frozen=True)

@@ -257,16 +257,21 @@ async def _bad_gateway(send: Send, exc: httpx2.HTTPError) -> None:
 class _CutAtShutdown(logging.Filter):
     """uvicorn logs an error and a traceback per stream when its graceful shutdown cuts the
     streams still open after GRACE_SECONDS: one warning instead, since that is how the proxy is
-    meant to stop."""
+    meant to stop. Only after uvicorn said it cuts them: any other traceback still shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cutting = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
-            return False
+        if self._cutting and record.exc_info:
+            return not isinstance(record.exc_info[1], asyncio.CancelledError)
         cut = re.fullmatch(
             r"Cancel (\d+) running task\(s\), timeout graceful shutdown exceeded",
             record.getMessage(),
         )
         if cut:
+            self._cutting = True
             logger.warning(
                 "fpmon proxy: %s stream(s) still open %g s after the signal to stop were cut",
                 cut[1],
@@ -383,12 +388,14 @@ def serve_proxy(
             server.force_exit = True  # a second Ctrl-C: do not wait for the streams
         server.should_exit = True
 
-    logging.getLogger("uvicorn.error").addFilter(_CutAtShutdown())
+    cut_at_shutdown = _CutAtShutdown()
+    logging.getLogger("uvicorn.error").addFilter(cut_at_shutdown)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{sock.getsockname()[1]}", recorder)
         server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
     finally:
+        logging.getLogger("uvicorn.error").removeFilter(cut_at_shutdown)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

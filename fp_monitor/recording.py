@@ -649,15 +649,11 @@ class Exchange:
         kind = status_error_kind(self._status)
         if kind is not None:
             message = f"HTTP {self._status}: {error_message(self._tap.body)}"
-            for secret in sorted(request.secrets, key=len, reverse=True):
-                message = message.replace(secret, "***")
-            return Observation(
-                **common, error_kind=kind, error_message=redact(message)[:ERROR_MESSAGE_LIMIT]
-            )
+            hidden = redact(message, request.secrets)[:ERROR_MESSAGE_LIMIT]
+            return Observation(**common, error_kind=kind, error_message=hidden)
         if isinstance(fields, str):
-            return Observation(
-                **common, error_kind=ErrorKind.BAD_RESPONSE, error_message=redact(fields)
-            )
+            hidden = redact(fields, request.secrets)
+            return Observation(**common, error_kind=ErrorKind.BAD_RESPONSE, error_message=hidden)
         return Observation(**common, **fields)
 
 

@@ -7,6 +7,7 @@ Keys are registered when they are read from the environment; any text that leave
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _registered: set[str] = set()
 # Servers echo keys back in error messages ("Incorrect API key provided: sk-proj-abc..."), partly
@@ -21,8 +22,10 @@ def register(secret: str) -> None:
         _registered.add(secret)
 
 
-def redact(text: str) -> str:
-    """`text` with every registered secret and every key-shaped token replaced by ***."""
-    for secret in sorted(_registered, key=len, reverse=True):
+def redact(text: str, also: Iterable[str] = ()) -> str:
+    """`text` with every registered secret, each of `also` (one request's own credentials)
+    and every key-shaped token replaced by ***."""
+    extra = {secret for secret in also if len(secret) >= _MIN_SECRET}
+    for secret in sorted(_registered | extra, key=len, reverse=True):
         text = text.replace(secret, "***")
     return _KEY_SHAPE.sub("***", text)

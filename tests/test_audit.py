@@ -22,7 +22,7 @@ from fp_monitor.config import Config
 from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.history import MIGRATIONS, History, observation_row
-from fp_monitor.models import ABSENT, NULL, ErrorKind, Status
+from fp_monitor.models import ABSENT, NULL, ErrorKind, Source, Status
 from tests.test_history import (
     EXPECTED_INDEXES,
     EXPECTED_SCHEMA,
@@ -227,6 +227,49 @@ def test_imported_checks_are_what_detection_reads(path: Path, tmp_path: Path) ->
         assert record(history, [obs("fp_b", at=T0 + 2 * DAY)]).status is Status.SAME
         assert record(history, [obs("fp_a", at=T0 + 3 * DAY)]).status is Status.CHANGED
     verify_history(copy)
+
+
+def test_imported_traffic_stays_traffic(path: Path, tmp_path: Path) -> None:
+    """An exported history with an application's traffic imports with each check's source, so
+    each is compared with its own kind again and the probe series stay the probes'."""
+    with History.open(path) as history:
+        record(history, [obs("fp_a"), obs("fp_b")], at=T0)
+        record(history, [obs("fp_a")], at=T0 + DAY, source=Source.TRAFFIC)
+        record(history, [obs("fp_b")], at=T0 + 2 * DAY, source=Source.TRAFFIC)
+    file = tmp_path / "export.jsonl"
+    export_to(path, file)
+    copy = tmp_path / "copy.db"
+    import_history(copy, file)
+    checks = rows(copy, "SELECT source, status FROM checks ORDER BY id")
+    assert [(c["source"], c["status"]) for c in checks] == [
+        ("probe", "first"),
+        ("traffic", "same"),
+        ("traffic", "changed"),
+    ]
+    with History.open(copy) as history:
+        assert history.facts("grok", frozenset({Source.TRAFFIC})).known_fingerprints == {
+            "fp_a",
+            "fp_b",
+        }
+        assert history.state("grok").status_counts == {"first": 1}  # no traffic `changed`
+
+
+def test_an_unknown_source_is_refused_at_import(path: Path, tmp_path: Path) -> None:
+    write_days(path, 1)
+    file = tmp_path / "export.jsonl"
+    export_to(path, file)
+    lines = file.read_text().splitlines()
+    edited = json.loads(lines[1])
+    edited["source"] = "manual"
+    edited["hash"] = chain_hash(edited)
+    file.write_text("\n".join([lines[0], json.dumps(edited), *lines[2:]]) + "\n")
+    imported = import_history(tmp_path / "copy.db", file)
+    (invalid,) = imported.invalid
+    assert invalid.endswith(
+        ":2: not a valid record, skipped: source: expected probe or traffic, got 'manual'"
+    )
+    stored = rows(tmp_path / "copy.db", "SELECT DISTINCT source FROM observations")
+    assert [r["source"] for r in stored] == ["probe"]
 
 
 def test_bad_lines_are_reported_with_their_number_and_the_rest_is_kept(

@@ -28,7 +28,9 @@ from fp_monitor.models import ABSENT, NULL, LockEntry, Observation, Usage
 from fp_monitor.providers import provider_for_url
 from fp_monitor.recording import (
     MAX_EVENT_BYTES,
+    Exchange,
     Recorder,
+    RequestInfo,
     ResponseTap,
     check_response,
     is_chat_completion,
@@ -347,3 +349,24 @@ def test_a_stream_without_a_fingerprint_is_decided_at_its_done() -> None:
     assert tap.feed(sse(chunk(ABSENT), chunk(ABSENT), done=False)) is False
     assert tap.feed(b"data: [DONE]\n\n") is True  # before the caller reads the end
     assert tap.fields is not None and tap.fields["fingerprint"] == ABSENT
+
+
+@pytest.mark.parametrize("status", [200, 401])
+def test_the_requests_own_key_is_hidden_from_any_stored_message(
+    status: int, isolated: Path
+) -> None:
+    """An error event in a 200 stream or a 401 body that echoes the key: hidden whatever its
+    shape; a credential too short to hide safely is not hunted for in the text."""
+    key = "0123456789abcdef0123456789abcdef"
+    headers = [("authorization", f"Bearer {key}"), ("api-key", "ab")]
+    info = RequestInfo.of("http://127.0.0.1:9/v1/chat/completions", b"{}", {}, headers)
+    assert key not in repr(info)
+    echoed = json.dumps({"error": {"message": f"Incorrect API key provided: {key}; a b c"}})
+    body, kind = (f"data: {echoed}\n\n", SSE) if status == 200 else (echoed, JSON)
+    recorder = Recorder("app", history=isolated / "h.db")
+    exchange = Exchange(recorder, info, status, httpx2.Headers(kind))
+    exchange.feed(body.encode())
+    observation = exchange.conclude()
+    assert observation is not None and observation.error_message is not None
+    assert key not in observation.error_message
+    assert "Incorrect API key provided: ***; a b c" in observation.error_message
