@@ -203,13 +203,16 @@ class ResponseTap:
         self.fingerprint_shown = False
         """A stream chunk carried `system_fingerprint`: the backend is known."""
         self._done = False
-        self.decided = False
-        """The stream showed what the backend is: a chunk carried the fingerprint, or the
-        stream's `[DONE]` came without any that did (the fingerprint is absent)."""
 
     @property
     def body(self) -> bytes:
         return bytes(self._body)
+
+    @property
+    def decided(self) -> bool:
+        """The stream showed what the backend is: a chunk carried the fingerprint, or the
+        stream's `[DONE]` came without any that did (the fingerprint is absent)."""
+        return self.fingerprint_shown or (self._done and self._first is not None)
 
     @property
     def fields(self) -> dict[str, Any] | None:
@@ -222,7 +225,6 @@ class ResponseTap:
         decided = self.decided
         for data in self._decode(raw):
             self._take(data)
-        self.decided = self.fingerprint_shown or (self._done and self._first is not None)
         return self.decided and not decided
 
     def finish(self) -> dict[str, Any] | str:
