@@ -12,6 +12,9 @@ from enum import StrEnum
 # differ, and a switch between them is a backend change.
 NULL = "<null>"
 ABSENT = "<absent>"
+RAW_RESPONSE_LIMIT = 16 * 1024
+"""Bytes of a response body kept in `Observation.raw_response`."""
+ERROR_MESSAGE_LIMIT = 300
 
 
 class ErrorKind(StrEnum):

@@ -22,15 +22,19 @@ import httpx2
 
 from fp_monitor import __version__
 from fp_monitor.config import Target
-from fp_monitor.models import ABSENT, NULL, ErrorKind, Observation, Usage
+from fp_monitor.models import (
+    ABSENT,
+    NULL,
+    ErrorKind,
+    Observation,
+    Usage,
+)
 from fp_monitor.providers import Auth
-from fp_monitor.redact import redact, register
+from fp_monitor.redact import register, scrub
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """A chat completion capped at one token is a few hundred bytes; more is not what we asked for."""
-RAW_RESPONSE_LIMIT = 16 * 1024
-ERROR_MESSAGE_LIMIT = 300
 RETRY_AFTER_CAP = 60.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id")
@@ -289,7 +293,7 @@ def error_message(content: bytes) -> str:
             for key in ("message", "msg", "detail", "status", "code"):
                 if error.get(key):
                     return str(error[key])
-    return json.dumps(data)[:ERROR_MESSAGE_LIMIT]
+    return json.dumps(data)
 
 
 def retry_delay(headers: httpx2.Headers | None, attempts: int) -> float:
@@ -329,31 +333,26 @@ def _observation(
         "latency_ms": attempt.latency_ms,
         "request_shape": request_shape(target),
         "http_status": attempt.status,
-        "raw_response": _bounded_text(attempt.body) if attempt.body else None,
+        "raw_response": attempt.body.decode("utf-8", "replace") if attempt.body else None,
     }
     if attempt.headers is not None:
         common["request_id"] = request_id(attempt.headers)
         common["headers"] = {
             h: attempt.headers[h] for h in target.track_headers if h in attempt.headers
         }
-    if attempt.error_kind is None:
-        parsed = parse_completion(attempt.body)
-        if isinstance(parsed, str):
-            return Observation(
-                **common, error_kind=ErrorKind.BAD_RESPONSE, error_message=redact(parsed)
-            )
-        return Observation(**common, **parsed)
-    message = redact(attempt.error_message or "")[:ERROR_MESSAGE_LIMIT]
-    return Observation(**common, error_kind=attempt.error_kind, error_message=message)
+    outcome: dict[str, Any]
+    if attempt.error_kind is not None:
+        outcome = {"error_kind": attempt.error_kind, "error_message": attempt.error_message or ""}
+    elif isinstance(parsed := parse_completion(attempt.body), str):
+        outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": parsed}
+    else:
+        outcome = parsed
+    return scrub(Observation(**common, **outcome))
 
 
 def request_id(headers: httpx2.Headers) -> str | None:
     """The provider's id of one request, from whichever header the provider uses."""
     return next((v for h in _REQUEST_ID_HEADERS if (v := headers.get(h))), None)
-
-
-def _bounded_text(body: bytes) -> str:
-    return redact(body[:RAW_RESPONSE_LIMIT].decode("utf-8", "replace"))
 
 
 def parse_completion(body: bytes) -> dict[str, Any] | str:

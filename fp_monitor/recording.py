@@ -71,7 +71,6 @@ from fp_monitor.models import (
 )
 from fp_monitor.notify import STATUS_EVENTS, Notification, deliver
 from fp_monitor.probe import (
-    ERROR_MESSAGE_LIMIT,
     MAX_BODY_BYTES,
     completion_fields,
     error_message,
@@ -80,7 +79,7 @@ from fp_monitor.probe import (
     status_error_kind,
 )
 from fp_monitor.providers import provider_for_url
-from fp_monitor.redact import redact
+from fp_monitor.redact import redact, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -649,14 +648,15 @@ class Exchange:
             "tags": request.tags,
         }
         kind = status_error_kind(self._status)
+        outcome: dict[str, Any]
         if kind is not None:
             message = f"HTTP {self._status}: {error_message(self._tap.body)}"
-            hidden = redact(message, request.secrets)[:ERROR_MESSAGE_LIMIT]
-            return Observation(**common, error_kind=kind, error_message=hidden)
-        if isinstance(fields, str):
-            hidden = redact(fields, request.secrets)
-            return Observation(**common, error_kind=ErrorKind.BAD_RESPONSE, error_message=hidden)
-        return Observation(**common, **fields)
+            outcome = {"error_kind": kind, "error_message": message}
+        elif isinstance(fields, str):
+            outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": fields}
+        else:
+            outcome = fields
+        return scrub(Observation(**common, **outcome), request.secrets)
 
 
 def _request_info(recorder: Recorder, request: httpx2.Request) -> RequestInfo:
