@@ -20,6 +20,7 @@ from fp_monitor.errors import ConfigError
 from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
 from fp_monitor.models import Event
 from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.redact import register
 
 # Defaults live here and nowhere else.
 DEFAULT_SAMPLES = 3
@@ -39,9 +40,24 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
-"""`${NAME}` in a notifier's url or header value: expanded from the environment at send time."""
-# Header names that carry credentials: their values must come from the environment.
-_SECRET_HEADER = re.compile(r"auth|token|secret|password|signature|cookie|key$", re.IGNORECASE)
+"""`${NAME}` in a notifier's url or in a header value (a notifier's or a target's): expanded
+from the environment at send time."""
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "ocp-apim-subscription-key",
+        "x-goog-api-key",
+        "cookie",
+        "x-auth-token",
+        "x-amz-security-token",
+        "x-jwt-assertion",
+    }
+)
+"""Request headers known to carry credentials (see `carries_credentials`)."""
+_CREDENTIAL_NAME = re.compile(r"key|token|secret|auth|cookie|passw|signature", re.IGNORECASE)
 
 TARGET_KEYS = (
     "provider",
@@ -74,7 +90,26 @@ NOTIFY_KEYS = {
 }
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
 _LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
-AUTH_HEADERS = {"authorization", "api-key", "x-api-key"}
+
+
+def carries_credentials(header: str) -> bool:
+    """A header known to carry credentials, or whose name says it might: its value in a
+    config file must come from the environment, and a request's value is never stored."""
+    return header.lower() in CREDENTIAL_HEADERS or _CREDENTIAL_NAME.search(header) is not None
+
+
+def expand(text: str, environ: Mapping[str, str]) -> str:
+    """`${NAME}` -> the variable's value, registered as a secret (hidden from every message and
+    record from then on); KeyError(NAME) when the variable is unset or empty."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if not environ.get(name):
+            raise KeyError(name)
+        register(environ[name])
+        return environ[name]
+
+    return ENV_REFERENCE.sub(value, text)
 
 
 def parse_duration(text: str) -> float:
@@ -432,6 +467,13 @@ def _build_target(name: str, read: _Reader) -> Target:
     base_url = read.string("base_url", preset.base_url or None)
     if base_url is None:
         raise read.fail("base_url", f"required for provider {provider!r}")
+    if _has_userinfo(base_url):
+        # Never echoed: the part before @ is a password.
+        raise read.fail(
+            "base_url",
+            "holds a user name or password (user:secret@host); remove it and put the key in "
+            'an environment variable: api_key_env = "MY_API_KEY"',
+        )
     if not re.match(r"^https?://[^/\s]+", base_url):
         raise read.fail("base_url", f"expected an http:// or https:// URL, got {base_url!r}")
     deployment = read.string("deployment")
@@ -443,16 +485,7 @@ def _build_target(name: str, read: _Reader) -> Target:
     model = read.string("model", deployment)
     if model is None:
         raise read.fail("model", "missing: name the model to probe")
-    headers = read.mapping("headers")
-    for header, value in headers.items():
-        if header.lower() in AUTH_HEADERS:
-            raise read.fail(
-                "headers",
-                f"{header} must not be written in the file; fpmon sends it from "
-                f'api_key_env = "MY_API_KEY"',
-            )
-        if not isinstance(value, str):
-            raise read.fail("headers", f"{header}: expected a string value")
+    headers = _headers(read)
     params = read.mapping("params")
     defaults = LearningSettings()
     learning = LearningSettings(
@@ -553,17 +586,7 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
     # The value is never echoed: a webhook URL usually is its own secret.
     if not ENV_REFERENCE.search(url) and not re.match(r"^https?://[^/\s]+", url):
         raise read.fail("url", "expected an http:// or https:// URL, or ${NAME} to read it from")
-    headers = read.mapping("headers")
-    for header, value in headers.items():
-        if not isinstance(value, str):
-            raise read.fail("headers", f"{header}: expected a string value")
-        _check_references(read, "headers", value, f"{header}: ")
-        if _SECRET_HEADER.search(header) and not ENV_REFERENCE.search(value):
-            raise read.fail(
-                "headers",
-                f"{header}: secrets are not written in the config file; export it and write "
-                f'{header} = "${{MY_TOKEN}}" (or "Bearer ${{MY_TOKEN}}")',
-            )
+    headers = _headers(read)
     return Webhook(
         name=name,
         on=on,
@@ -574,6 +597,29 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
         headers=headers,
         retries=read.integer("retries", DEFAULT_WEBHOOK_RETRIES, 0, 10),
     )
+
+
+def _has_userinfo(url: str) -> bool:
+    """Whether the authority of `url` (what precedes its path, query or fragment) holds an @."""
+    authority = re.split(r"[/?#]", url.partition("//")[2] or url, maxsplit=1)[0]
+    return "@" in authority
+
+
+def _headers(read: _Reader) -> dict[str, str]:
+    """A `headers` table; a credential header's value must be read from the environment."""
+    headers = read.mapping("headers")
+    for header, value in headers.items():
+        if not isinstance(value, str):
+            raise read.fail("headers", f"{header}: expected a string value")
+        _check_references(read, "headers", value, f"{header}: ")
+        if carries_credentials(header) and not ENV_REFERENCE.search(value):
+            raise read.fail(
+                "headers",
+                f"{header}: secrets are not written in the config file; export it and write "
+                f'{header} = "${{MY_TOKEN}}" (or "Bearer ${{MY_TOKEN}}"; an API key: '
+                'api_key_env = "MY_API_KEY")',
+            )
+    return headers
 
 
 def _choice(read: _Reader, key: str, value: str, choices: type[_Choice]) -> _Choice:

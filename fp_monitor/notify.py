@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -16,12 +17,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import ENV_REFERENCE, Command, Config, Notifier, Webhook, WebhookFormat
+from fp_monitor.config import (
+    Command,
+    Config,
+    Notifier,
+    Webhook,
+    WebhookFormat,
+    carries_credentials,
+    expand,
+)
 from fp_monitor.errors import NotifyError
 from fp_monitor.history import History
 from fp_monitor.models import (
@@ -206,21 +215,42 @@ def _cut(text: str, limit: int) -> str:
 
 def _expand(notifier: Notifier, what: str, text: str, environ: Mapping[str, str]) -> str:
     """${NAME} -> the variable's value, which from then on is redacted from every message."""
+    try:
+        return expand(text, environ)
+    except KeyError as unset:
+        raise NotifyError(
+            f"notify {notifier.name}: {what}: environment variable {unset.args[0]} is not set"
+        ) from None
 
-    def value(match: Any) -> str:
-        name = match.group(1)
-        if not environ.get(name):
-            raise NotifyError(
-                f"notify {notifier.name}: {what}: environment variable {name} is not set"
-            )
-        register(environ[name])
-        return environ[name]
 
-    return ENV_REFERENCE.sub(value, text)
+def _register_url_parts(url: str) -> None:
+    """Register each part of a webhook URL that may be its secret (Slack's /services/T…/B…/
+    token, Discord's /webhooks/ID/TOKEN, ?sig=…, a password), as written and percent-decoded:
+    an answer that echoes any one part of the URL shows *** in its place."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return  # not sent either: _post refuses it
+    for segment in [*parts.path.split("/"), password or ""]:
+        for form in {segment, unquote(segment)}:
+            if _looks_secret(form):
+                register(form)
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        for form in {value, unquote_plus(value)}:
+            if _looks_secret(form) or carries_credentials(unquote_plus(name)):
+                register(form)
+
+
+def _looks_secret(part: str) -> bool:
+    """Long enough, and not plain words like `services` or `incoming-webhook`."""
+    return len(part) >= 8 and re.fullmatch(r"[a-z]+(?:[-_.][a-z]+)*", part) is None
 
 
 def _post(hook: Webhook, body: dict[str, Any], environ: Mapping[str, str]) -> None:
     url = _expand(hook, "url", hook.url, environ)
+    _register_url_parts(url)
     headers = {"user-agent": f"fpmon/{__version__}", "content-type": "application/json"}
     for name, value in hook.headers.items():
         headers[name] = _expand(hook, f"header {name}", value, environ)

@@ -11,7 +11,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import Target
+from fp_monitor.config import Target, expand
 from fp_monitor.models import (
     ABSENT,
     NULL,
@@ -107,9 +107,10 @@ def request_body(target: Target) -> dict[str, Any]:
     return {**body, **target.params}
 
 
-def _request_headers(target: Target, key: str | None) -> dict[str, str]:
+def _request_headers(target: Target, key: str | None, custom: Mapping[str, str]) -> dict[str, str]:
+    """`custom`: the target's own headers, as written (for the shape) or expanded."""
     headers = {"user-agent": f"fpmon/{__version__}", "content-type": "application/json"}
-    headers.update(target.headers)
+    headers.update(custom)
     if key is not None:
         if target.auth is Auth.API_KEY:
             headers["api-key"] = key
@@ -124,7 +125,7 @@ def request_shape(target: Target) -> str:
     shape = {
         "url": target.endpoint,
         "body": request_body(target),
-        "headers": sorted(_request_headers(target, "k")),
+        "headers": sorted(_request_headers(target, "k", target.headers)),
     }
     canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -176,8 +177,20 @@ async def _sample(
                 error_message=f"environment variable {target.api_key_env} is not set",
             ),
         )
+    try:
+        custom = {name: expand(value, os.environ) for name, value in target.headers.items()}
+    except KeyError as unset:
+        return _observation(
+            target,
+            observed_at,
+            0,
+            _Attempt(
+                error_kind=ErrorKind.MISSING_KEY,
+                error_message=f"environment variable {unset.args[0]} (headers) is not set",
+            ),
+        )
     body = json.dumps(request_body(target)).encode()
-    headers = _request_headers(target, key)
+    headers = _request_headers(target, key, custom)
     attempts = 0
     while True:
         attempts += 1

@@ -54,7 +54,7 @@ import httpx2
 from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
 from fp_monitor.check import detect_target
-from fp_monitor.config import AUTH_HEADERS, load_config
+from fp_monitor.config import carries_credentials, load_config
 from fp_monitor.errors import ConfigError, UnexpectedFingerprint
 from fp_monitor.history import History
 from fp_monitor.learning import LearningSettings
@@ -168,10 +168,11 @@ class RequestInfo:
 
 
 def _credentials(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
-    """The values of the request's auth headers, and of a bearer token the token alone."""
+    """The values of the request's credential headers, and of a bearer token the token
+    alone."""
     found = []
     for name, value in headers:
-        if name.lower() in AUTH_HEADERS and value.strip():
+        if carries_credentials(name) and value.strip():
             found.append(value.strip())
             scheme, _, token = value.strip().partition(" ")
             if token.strip() and scheme.lower() == "bearer":

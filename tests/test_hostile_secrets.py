@@ -12,6 +12,8 @@ import httpx2
 import pytest
 
 from fp_monitor import redact as redact_module
+from fp_monitor.config import load_config
+from fp_monitor.errors import ConfigError, ExitCode
 from fp_monitor.models import RAW_RESPONSE_LIMIT, Observation
 from fp_monitor.recording import Exchange, Recorder, RequestInfo
 from fp_monitor.redact import redact, register, scrub
@@ -95,3 +97,84 @@ def test_a_recorded_answer_echoing_the_requests_key_keeps_none_of_it(
     assert (observation.fingerprint, observation.resolved_model) == ("fp-***", "m-***")
     assert (observation.response_id, observation.request_id) == ("***", "***")
     assert observation.headers == {"x-echo": "***"}
+
+
+LITERAL = "s3cr3t-literal-value-42"
+CREDENTIAL_HEADER_NAMES = [
+    "Authorization",
+    "Proxy-Authorization",
+    "api-key",
+    "X-API-Key",
+    "Ocp-Apim-Subscription-Key",
+    "X-Goog-Api-Key",
+    "Cookie",
+    "X-Auth-Token",
+    "X-Amz-Security-Token",
+    "X-Jwt-Assertion",
+    "Helicone-Auth",
+    "X-Portkey-Api-Key",
+    "X-Client-Secret",
+    "X-Upstream-Password",
+]
+
+
+def refused(tmp_path: Path, text: str) -> str:
+    """The one-line message of a config refused with exit code 2."""
+    path = tmp_path / "fpmon.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refusal:
+        load_config(path)
+    message = str(refusal.value)
+    assert refusal.value.exit_code == ExitCode.USAGE
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    return message
+
+
+def target(extra: str, base_url: str = "http://127.0.0.1:9/v1") -> str:
+    return f'[targets.gw]\nprovider = "custom"\nmodel = "m"\nbase_url = "{base_url}"\n{extra}\n'
+
+
+@pytest.mark.parametrize("header", CREDENTIAL_HEADER_NAMES)
+def test_a_literal_credential_header_of_a_target_is_refused_unechoed(
+    tmp_path: Path, header: str
+) -> None:
+    message = refused(tmp_path, target(f'headers = {{ "{header}" = "Bearer {LITERAL}" }}'))
+    assert f"[targets.gw] headers: {header}: secrets are not written in the config file" in message
+    assert "${MY_TOKEN}" in message and LITERAL not in message
+
+
+@pytest.mark.parametrize("header", CREDENTIAL_HEADER_NAMES)
+def test_a_credential_header_read_from_the_environment_is_accepted(
+    tmp_path: Path, header: str
+) -> None:
+    path = tmp_path / "fpmon.toml"
+    path.write_text(target(f'headers = {{ "{header}" = "Bearer ${{GW_TOKEN}}", X-Team = "llm" }}'))
+    (loaded,) = load_config(path).targets
+    assert loaded.headers == {header: "Bearer ${GW_TOKEN}", "X-Team": "llm"}
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://user:s3cr3t@127.0.0.1:9/v1",
+        "https://:s3cr3t@api.example.com/v1",
+        "https://s3cr3t@api.example.com",
+        "http://a@b@127.0.0.1:9/v1",
+        "http://127.0.0.1:9\\\\@s3cr3t.example/v1",
+        "user:s3cr3t@api.example.com/v1",
+    ],
+    ids=["user-password", "password-only", "user-only", "two-at", "backslash", "no-scheme"],
+)
+def test_userinfo_in_a_base_url_is_refused_unechoed(tmp_path: Path, base_url: str) -> None:
+    message = refused(tmp_path, target("", base_url=base_url))
+    assert "[targets.gw] base_url: holds a user name or password" in message
+    assert "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:9/v1/users/@me", "https://h.example/v1?x=a@b", "http://h/#@x"]
+)
+def test_an_at_sign_after_the_host_is_not_userinfo(tmp_path: Path, base_url: str) -> None:
+    path = tmp_path / "fpmon.toml"
+    path.write_text(target("", base_url=base_url))
+    assert load_config(path).targets[0].base_url == base_url
