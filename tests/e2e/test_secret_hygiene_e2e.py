@@ -1,9 +1,11 @@
 """A canary API key, echoed back whole by the server, appears nowhere fpmon writes: stdout and
 stderr of every command (with --debug), the history, the lock, JUnit, metrics, exports and
-notifier payloads."""
+notifier payloads. Canaries: a provider-shaped key, one with `/` and `+`, and one long enough
+to straddle the cut of the stored raw response."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +17,14 @@ import pytest
 from fp_monitor.fake_api import FakeAPI, ModelBehaviour
 from tests.conftest import Run
 
-CANARY = "sk-proj-CANARY" + "7" * 40
+CANARIES = {
+    "provider-shaped": "sk-proj-CANARY" + "7" * 40,
+    "slash-plus": "sk-CANARY/7+7/" + "7" * 30,
+    # Not key-shaped, so that only its registration hides it; it starts inside the first 16 KiB
+    # of the 401 body that echoes it and ends beyond.
+    "straddles-the-cut": "tok-CANARY-"
+    + "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(270)),
+}
 
 
 @pytest.fixture
@@ -40,8 +49,9 @@ def receiver() -> Iterator[tuple[str, list[bytes]]]:
     server.shutdown()
 
 
+@pytest.mark.parametrize("canary", CANARIES.values(), ids=CANARIES.keys())
 def test_canary_key_appears_nowhere(
-    fpmon: Callable[..., Run], isolated: Path, receiver: tuple[str, list[bytes]]
+    fpmon: Callable[..., Run], isolated: Path, receiver: tuple[str, list[bytes]], canary: str
 ) -> None:
     url, received = receiver
     fleet = {"good": ModelBehaviour(["fp_good00001"]), "other": ModelBehaviour(["fp_o"])}
@@ -77,7 +87,7 @@ run = ["sh", "-c", "cat > notified.json; env > notified.env"]
 on = ["error"]
 """
         )
-        env = {"CANARY_KEY": CANARY, "GOOD_KEY": "sk-good-0000000000"}
+        env = {"CANARY_KEY": canary, "GOOD_KEY": "sk-good-0000000000"}
         runs = [
             fpmon("check", "--debug", env=env),
             fpmon("check", "--json", "--junit", "junit.xml", "--metrics-file", "m.prom", env=env),
@@ -95,17 +105,17 @@ on = ["error"]
     assert [r.code for r in runs][:2] == [3, 3]
     assert received, "the webhook got no event"
     assert (isolated / "notified.json").exists()
+    part = canary[8:30]  # a recognisable part of it: no half key either
     for run in runs:
-        assert CANARY not in run.out and CANARY not in run.err
-        assert CANARY[8:30] not in run.out + run.err  # nor a recognisable part of it
+        assert part not in run.out + run.err
     for body in received:
-        assert CANARY.encode() not in body
+        assert part.encode() not in body
     leaked = [
         path
         for path in isolated.rglob("*")
-        if path.is_file() and path.name != "notified.env" and CANARY.encode() in path.read_bytes()
+        if path.is_file() and path.name != "notified.env" and part.encode() in path.read_bytes()
     ]
     assert leaked == []
     # The command notifier inherits the environment (its own business), not the payload.
-    assert CANARY not in (isolated / "notified.json").read_text()
+    assert part not in (isolated / "notified.json").read_text()
     json.loads((isolated / "notified.json").read_text())
