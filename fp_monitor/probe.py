@@ -25,6 +25,7 @@ from fp_monitor.config import Target
 from fp_monitor.models import ABSENT, NULL, ErrorKind, Observation, Usage
 from fp_monitor.providers import Auth
 from fp_monitor.redact import redact, register
+from fp_monitor.untrusted import noting_escapes, parse_json
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -271,7 +272,7 @@ def _status_message(response: httpx2.Response, content: bytes) -> str:
 def error_message(content: bytes) -> str:
     """The server's own message from any of the error shapes providers use."""
     try:
-        data: Any = json.loads(content)
+        data: Any = parse_json(content)
     except (ValueError, RecursionError):
         text = content.decode("utf-8", "replace").strip()
         if text.startswith("<"):
@@ -339,12 +340,15 @@ def _observation(
     if attempt.error_kind is None:
         parsed = parse_completion(attempt.body)
         if isinstance(parsed, str):
-            return Observation(
+            observation = Observation(
                 **common, error_kind=ErrorKind.BAD_RESPONSE, error_message=redact(parsed)
             )
-        return Observation(**common, **parsed)
-    message = redact(attempt.error_message or "")[:ERROR_MESSAGE_LIMIT]
-    return Observation(**common, error_kind=attempt.error_kind, error_message=message)
+        else:
+            observation = Observation(**common, **parsed)
+    else:
+        message = redact(attempt.error_message or "")[:ERROR_MESSAGE_LIMIT]
+        observation = Observation(**common, error_kind=attempt.error_kind, error_message=message)
+    return noting_escapes(observation)
 
 
 def request_id(headers: httpx2.Headers) -> str | None:
@@ -359,7 +363,7 @@ def _bounded_text(body: bytes) -> str:
 def parse_completion(body: bytes) -> dict[str, Any] | str:
     """The fields of a chat completion, or a message saying why the body is not one."""
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except UnicodeDecodeError:
         return "the body is not valid UTF-8"
     except (ValueError, RecursionError):
@@ -402,4 +406,7 @@ def _token(data: dict[str, Any], key: str) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count; None for anything else, a count beyond SQLite's INTEGER included."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if -(2**63) <= value < 2**63 else None

@@ -1,15 +1,23 @@
-"""Where the proxy's ASGI application would send a request, for hostile request targets
-(issue 12); the served proxy is attacked over raw sockets in
+"""Hostile input to the proxy's parts, in-process (issue 12): where its ASGI application would
+send a request for hostile request targets; server JSON holding lone surrogates; the writer's
+batch with a record it cannot store. The served proxy is attacked over raw sockets in
 tests/e2e/test_hostile_proxy_e2e.py."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from fp_monitor.models import Observation, Usage
+from fp_monitor.probe import completion_fields
 from fp_monitor.proxy import ProxyApp
 from fp_monitor.recording import Recorder
+from fp_monitor.untrusted import parse_json
 
 UPSTREAM = "https://gw.example:8443/openai/v1?api-version=2024-10-21"
 
@@ -75,3 +83,59 @@ def test_a_path_goes_under_the_upstream(app: ProxyApp, target: str, query: str, 
 )
 def test_anything_else_goes_nowhere(app: ProxyApp, target: str) -> None:
     assert app.upstream_url(target.encode(), target, "") is None
+
+
+def _observation(fingerprint: str) -> Observation:
+    return Observation(
+        target="px",
+        provider="custom",
+        base_url="http://127.0.0.1:9/v1",
+        requested_model="m",
+        observed_at=datetime.now(UTC),
+        attempts=1,
+        latency_ms=1.0,
+        request_shape="shape",
+        fingerprint=fingerprint,
+        resolved_model="m-1",
+    )
+
+
+def test_a_record_that_cannot_be_stored_costs_only_its_own(
+    isolated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy's writer takes what queued up in one transaction: a record it cannot store
+    (here a lone surrogate that reached it unescaped) is written alone and lost alone."""
+    history = isolated / "history.db"
+    recorder = Recorder("px", history=history)
+    for fingerprint in ("fp_one", "\ud800", "fp_two"):
+        recorder.record(_observation(fingerprint))
+    recorder.flush()
+    assert (recorder.recorded, recorder.errors) == (2, 1)
+    with closing(sqlite3.connect(history)) as db:
+        stored = [row[0] for row in db.execute("SELECT fingerprint FROM observations ORDER BY id")]
+    assert stored == ["fp_one", "fp_two"]
+    assert caplog.text.count("could not record a response of target px") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        (b'{"system_fingerprint": "\\ud800"}', {"system_fingerprint": "\\ud800"}),
+        (
+            b'{"k\\udfff": ["\\udc00", {"x": "\\uD83D"}]}',
+            {"k\\udfff": ["\\udc00", {"x": "\\ud83d"}]},
+        ),
+        (b'"\xed\xa0\x80"', "\\ud800"),  # the surrogate as UTF-8 bytes, which json.loads allows
+        (b'"\\ud83d\\ude00 fine"', "\U0001f600 fine"),  # a pair is one character: left alone
+    ],
+)
+def test_every_string_of_decoded_json_is_safe_to_store(raw: bytes, parsed: object) -> None:
+    assert parse_json(raw) == parsed
+    json.dumps(parsed, ensure_ascii=False).encode()  # would raise on a lone surrogate
+
+
+def test_a_token_count_beyond_sqlites_integers_is_no_count() -> None:
+    body = {"choices": [], "model": "m", "usage": {"prompt_tokens": 10**30, "total_tokens": 7}}
+    fields = completion_fields(body)
+    assert isinstance(fields, dict)
+    assert fields["usage"] == Usage(prompt_tokens=None, total_tokens=7)

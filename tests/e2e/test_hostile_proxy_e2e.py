@@ -236,3 +236,131 @@ def test_an_upstream_with_credentials_is_refused_in_one_line(
     assert "user name or password" in line and "***@127.0.0.2:9" in line
     assert "pa55-w0rd-secret" not in line and "user:pa55" not in line
     assert not history.exists()
+
+
+# --- one lone surrogate in a server's answer -----------------------------------------------
+# JSON can carry a lone surrogate ("\ud800"), which no UTF-8 file can hold: such a string is
+# stored written out as its escape, tagged as such, and never costs another record.
+
+BAD = "\ud800"
+ESCAPED = "\\ud800"
+
+
+def history_rows(path: Path, query: str) -> list[dict[str, object]]:
+    with closing(sqlite3.connect(path)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(query)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "field", "stored"),
+    [
+        (ModelBehaviour([BAD], "bad-1"), 0, "fingerprint", ESCAPED),
+        (ModelBehaviour(["fp_bad000001"], f"bad-{BAD}"), 0, "resolved_model", f"bad-{ESCAPED}"),
+    ],
+    ids=["fingerprint", "model"],
+)
+def test_check_stores_a_lone_surrogate_escaped_beside_a_healthy_target(
+    fpmon: Callable[..., Run],
+    write_config: Callable[..., Path],
+    isolated: Path,
+    bad: ModelBehaviour,
+    code: int,
+    field: str,
+    stored: str,
+) -> None:
+    with FakeAPI({"good": ModelBehaviour(["fp_good00001"], "good-1"), "bad": bad}) as fake:
+        write_config(fake.base_url, good={"model": "good"}, bad={"model": "bad"})
+        history = isolated / "h.db"
+        result = fpmon("check", "--history", str(history))
+        second = fpmon("check", "--history", str(history))
+    assert (result.code, second.code) == (code, code), result.err + second.err
+    assert ESCAPED in result.out and "Traceback" not in result.err
+    rows = history_rows(history, "SELECT * FROM observations ORDER BY id")
+    assert {r["target"] for r in rows} == {"bad", "good"}
+    bad_rows = [r for r in rows if r["target"] == "bad"]
+    assert {r[field] for r in bad_rows} == {stored}
+    assert all(json.loads(str(r["tags"])) == {"fpmon.escaped": field} for r in bad_rows)
+    statuses = history_rows(history, "SELECT target, status FROM checks ORDER BY id")
+    assert [s["status"] for s in statuses if s["target"] == "bad"][1] == "same"
+
+
+def test_check_stores_an_error_message_with_a_lone_surrogate(
+    fpmon: Callable[..., Run], write_config: Callable[..., Path], isolated: Path
+) -> None:
+    from fp_monitor.fake_api import Fault
+
+    with FakeAPI({"good": ModelBehaviour(["fp_good00001"], "good-1")}) as fake:
+        message = {"error": {"message": f"no model {BAD} here", "type": "invalid_request_error"}}
+        fake.add_faults([Fault("status", status=400, body=message, model="bad", times=99)])
+        write_config(fake.base_url, good={"model": "good"}, bad={"model": "bad"})
+        history = isolated / "h.db"
+        result = fpmon("check", "--history", str(history))
+    assert result.code == 3, result.err
+    row, *_ = history_rows(history, "SELECT * FROM observations WHERE target = 'bad'")
+    assert row["error_message"] == f"HTTP 400: no model {ESCAPED} here"
+    assert json.loads(str(row["tags"])) == {"fpmon.escaped": "error_message"}
+    assert history_rows(history, "SELECT fingerprint FROM observations WHERE target = 'good'")
+
+
+def test_watch_goes_on_through_a_lone_surrogate(
+    fpmon: Callable[..., Run], write_config: Callable[..., Path], isolated: Path
+) -> None:
+    fleet = {"good": ModelBehaviour(["fp_good00001"]), "bad": ModelBehaviour([BAD])}
+    with FakeAPI(fleet) as fake:
+        write_config(fake.base_url, good={"model": "good"}, bad={"model": "bad"})
+        history = isolated / "h.db"
+        result = fpmon("watch", "--every", "1s", "--count", "2", "--history", str(history))
+    assert result.code == 0, result.err
+    rows = history_rows(history, "SELECT target, fingerprint FROM observations")
+    assert {(r["target"], r["fingerprint"]) for r in rows} == {
+        ("bad", ESCAPED),
+        ("good", "fp_good00001"),
+    }
+    checks = history_rows(history, "SELECT target FROM checks")
+    assert sorted(c["target"] for c in checks) == ["bad", "bad", "good", "good"]
+
+
+def _json(**fields: object) -> bytes:
+    """A request body as JSON text, escapes and all (httpx2 would refuse a lone surrogate)."""
+    return json.dumps({"messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+
+
+def test_the_proxy_records_200_answers_and_the_bad_one_sent_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx2
+
+    fleet = {"good": ModelBehaviour(["fp_good00001"], "good-1")}
+    with FakeAPI(fleet, default=ModelBehaviour([BAD])) as fake:
+        proxy = Proxy(fake.base_url, tmp_path / "proxy")
+        try:
+            url = f"http://{proxy.address[0]}:{proxy.address[1]}"
+
+            async def main() -> list[int]:
+                async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
+                    # the bad one asks for a model named with a lone surrogate, served as one
+                    models = ["good"] * 100 + [f"bad-{BAD}"] + ["good"] * 100
+                    answers = await asyncio.gather(
+                        *(client.post("/chat/completions", content=_json(model=m)) for m in models)
+                    )
+                    stream = await client.post(
+                        "/chat/completions", content=_json(model="streamed", stream=True)
+                    )
+                return [a.status_code for a in [*answers, stream]]
+
+            assert asyncio.run(main()) == [200] * 202
+            rows = proxy.records()
+        finally:
+            proxy.stop()
+    assert len(rows) == 202
+    bad = [r for r in rows if r["fingerprint"] == ESCAPED]
+    assert [(r["requested_model"], r["resolved_model"]) for r in bad] == [
+        (f"bad-{ESCAPED}", f"bad-{ESCAPED}"),
+        ("streamed", "streamed"),
+    ]
+    assert [json.loads(str(r["tags"])) for r in bad] == [
+        {"fpmon.escaped": "fingerprint,resolved_model,requested_model"},
+        {"fpmon.escaped": "fingerprint"},
+    ]
+    assert "Traceback" not in proxy.log.read_text()
