@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from fp_monitor.fake_api import FakeAPI, ModelBehaviour
 from fp_monitor.models import Observation, Usage
 from fp_monitor.probe import completion_fields
 from fp_monitor.proxy import ProxyApp
-from fp_monitor.recording import Recorder
+from fp_monitor.recording import Recorder, recording_client
 from fp_monitor.untrusted import parse_json
 
 UPSTREAM = "https://gw.example:8443/openai/v1?api-version=2024-10-21"
@@ -139,3 +140,20 @@ def test_a_token_count_beyond_sqlites_integers_is_no_count() -> None:
     fields = completion_fields(body)
     assert isinstance(fields, dict)
     assert fields["usage"] == Usage(prompt_tokens=None, total_tokens=7)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_recording_client_stores_a_lone_surrogate_escaped(isolated: Path, stream: bool) -> None:
+    history = isolated / "history.db"
+    with FakeAPI({"bad": ModelBehaviour(["\ud800"], "bad-\udfff")}) as fake:
+        with recording_client("app", history=history) as client:
+            body = {"model": "bad", "messages": [{"role": "user", "content": "hi"}]}
+            answer = client.post(
+                fake.base_url + "/chat/completions", json={**body, "stream": stream}
+            )
+            assert answer.status_code == 200
+            answer.read()
+        assert (client.fpmon.recorded, client.fpmon.errors) == (1, 0)
+    with closing(sqlite3.connect(history)) as db:
+        stored = db.execute("SELECT fingerprint, resolved_model, tags FROM observations").fetchall()
+    assert stored == [("\\ud800", "bad-\\udfff", '{"fpmon.escaped": "fingerprint,resolved_model"}')]
