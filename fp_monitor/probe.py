@@ -31,6 +31,7 @@ from fp_monitor.models import (
 )
 from fp_monitor.providers import Auth
 from fp_monitor.redact import register, scrub
+from fp_monitor.untrusted import noting_escapes, parse_json
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -288,7 +289,7 @@ def _status_message(response: httpx2.Response, content: bytes) -> str:
 def error_message(content: bytes) -> str:
     """The server's own message from any of the error shapes providers use."""
     try:
-        data: Any = json.loads(content)
+        data: Any = parse_json(content)
     except (ValueError, RecursionError):
         text = content.decode("utf-8", "replace").strip()
         if text.startswith("<"):
@@ -360,7 +361,7 @@ def _observation(
         outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": parsed}
     else:
         outcome = parsed
-    return scrub(Observation(**common, **outcome))
+    return noting_escapes(scrub(Observation(**common, **outcome)))
 
 
 def request_id(headers: httpx2.Headers) -> str | None:
@@ -371,7 +372,7 @@ def request_id(headers: httpx2.Headers) -> str | None:
 def parse_completion(body: bytes) -> dict[str, Any] | str:
     """The fields of a chat completion, or a message saying why the body is not one."""
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except UnicodeDecodeError:
         return "the body is not valid UTF-8"
     except (ValueError, RecursionError):
@@ -414,4 +415,7 @@ def _token(data: dict[str, Any], key: str) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count; None for anything else, a count beyond SQLite's INTEGER included."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if -(2**63) <= value < 2**63 else None

@@ -4,6 +4,8 @@ traffic, whatever language the application is written in.
 A plain ASGI application served by uvicorn. `http://LISTEN/<path>` goes to `<upstream>/<path>`
 (query string kept) through httpx2's transport alone (no client layer: no default headers,
 cookies or redirects are added), and the answer comes back unchanged, a stream chunk by chunk.
+Any other request target (`*`, `//host/x`, `http://host/x`, `host:port`) is refused with a 400:
+the proxy never sends an application's key to another host than the upstream.
 Chat-completions responses are watched on the way (see recording.py) and recorded once each.
 The X-Fpmon-Tags request header sets the record's tags and is not forwarded; hop-by-hop headers
 stay on their hop. No header is stored or logged.
@@ -32,6 +34,7 @@ import anyio
 import anyio.to_thread
 import httpx2
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fp_monitor.errors import ConfigError
 from fp_monitor.recording import (
@@ -57,6 +60,8 @@ REQUEST_PEEK_BYTES = 1024 * 1024
 """A chat request's body is forwarded as it arrives; up to this much is kept to read its model."""
 CONNECT_TIMEOUT = 30.0
 KEEP_ALIVE_SECONDS = 75
+REQUEST_TARGET = "fpmon.request_target"
+"""The scope extension in which the served proxy hands the application the request target."""
 # RFC 9110 7.6.1: meaningful for one connection only; never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -128,7 +133,10 @@ class ProxyApp:
     """The ASGI application: forward, relay, record."""
 
     def __init__(self, upstream: str, recorder: Recorder) -> None:
-        self._upstream = upstream.rstrip("/")
+        parts = urlsplit(upstream)
+        self._origin = httpx2.URL(f"{parts.scheme}://{parts.netloc}")
+        self._base_path = parts.path.rstrip("/")
+        self._base_query = parts.query
         self._recorder = recorder
         # No pool limit: every stream the application opens gets its own upstream connection.
         limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
@@ -155,11 +163,31 @@ class ProxyApp:
         await self._transport.aclose()
         await anyio.to_thread.run_sync(self._recorder.flush)
 
+    def upstream_url(self, target: bytes, path: str, query: str) -> httpx2.URL | None:
+        """Where a request goes: its path and query under the upstream's; None unless its
+        target is a path (origin-form, `/v1/chat/completions`) and the URL made of it stays on
+        the upstream's scheme, host and port, under its path (`/..` cannot climb out)."""
+        if not target.startswith(b"/") or target.startswith(b"//"):
+            return None
+        queries = "&".join(q for q in (self._base_query, query) if q)
+        try:
+            url = self._origin.join(self._base_path + path + ("?" + queries if queries else ""))
+        except httpx2.InvalidURL:
+            return None
+        origin = self._origin
+        same_origin = (url.scheme, url.host, url.port) == (origin.scheme, origin.host, origin.port)
+        under_base = url.path == self._base_path or url.path.startswith(self._base_path + "/")
+        return url if same_origin and under_base else None
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1")
-        query: bytes = scope.get("query_string", b"")
-        url = self._upstream + path + ("?" + query.decode("latin-1") if query else "")
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("extensions", {}).get(REQUEST_TARGET, {}).get("raw", raw_path)
+        url = self.upstream_url(target, path, query)
+        if url is None:
+            await _not_a_path(send)
+            return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         tags_header = next((v for k, v in headers if k.lower() == TAGS_HEADER.encode()), None)
         forwarded = end_to_end(headers, drop=frozenset({b"host", TAGS_HEADER.encode()}))
@@ -244,14 +272,42 @@ async def _watch_disconnect(upload: _Upload, receive: Receive, relay: anyio.Canc
 
 
 async def _bad_gateway(send: Send, exc: httpx2.HTTPError) -> None:
-    """The upstream could not be reached: an answer in the API's own error shape."""
+    """The upstream could not be reached."""
     message = redact(f"fpmon proxy: the upstream could not be reached: {type(exc).__name__}: {exc}")
+    await _error_answer(send, 502, message)
+
+
+async def _not_a_path(send: Send) -> None:
+    """A request target that is not a path under the upstream: a request meant for another
+    host (or made to reach one), refused before anything is sent anywhere. The target itself
+    is not logged: it may hold a key."""
+    await _error_answer(
+        send,
+        400,
+        "fpmon proxy: refused a request whose target is not a path under the upstream: send "
+        "requests to the proxy as to the API itself, e.g. POST /v1/chat/completions",
+    )
+
+
+async def _error_answer(send: Send, status: int, message: str) -> None:
+    """An answer in the API's own error shape, and the same line in the proxy's log."""
     logger.warning("%s", message)
     error = {"message": message, "type": "fpmon_proxy_error", "param": None, "code": None}
     body = json.dumps({"error": error}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 502, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class _RequestTargetProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, also handing the application the request target as it came
+    (see REQUEST_TARGET): uvicorn passes on only the path it parsed out of it, and for an
+    absolute-form target (`POST http://elsewhere/x`) that would hide a request meant for
+    another host."""
+
+    def on_headers_complete(self) -> None:
+        self.scope["extensions"] = {REQUEST_TARGET: {"raw": bytes(self.url)}}
+        super().on_headers_complete()
 
 
 class _CutAtShutdown(logging.Filter):
@@ -305,6 +361,14 @@ def check_upstream(upstream: str) -> None:
         raise ConfigError(
             f"--upstream {upstream!r}: expected an http:// or https:// URL, like "
             "https://api.x.ai/v1"
+        )
+    if "@" in parts.netloc:
+        # It would be stored with every record (their base_url); the application's own
+        # request carries its credentials.
+        raise ConfigError(
+            f"--upstream {shown_upstream(upstream)}: a user name or password in the URL is "
+            "refused, since it would be stored in the history: remove the user:password@ part "
+            "and let the application send its key"
         )
 
 
@@ -370,6 +434,7 @@ def serve_proxy(
     server = _Server(
         uvicorn.Config(
             ProxyApp(upstream, recorder),
+            http=_RequestTargetProtocol,
             lifespan="on",
             log_level="warning",
             access_log=False,  # a request line can carry a key in its query string

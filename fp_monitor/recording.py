@@ -55,7 +55,7 @@ from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
 from fp_monitor.check import detect_target
 from fp_monitor.config import carries_credentials, load_config
-from fp_monitor.errors import ConfigError, UnexpectedFingerprint
+from fp_monitor.errors import ConfigError, HistoryError, UnexpectedFingerprint
 from fp_monitor.history import History
 from fp_monitor.learning import LearningSettings
 from fp_monitor.lockfile import read_lock
@@ -80,6 +80,7 @@ from fp_monitor.probe import (
 )
 from fp_monitor.providers import provider_for_url
 from fp_monitor.redact import redact, scrub
+from fp_monitor.untrusted import noting_escapes, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class RequestInfo:
         headers: Iterable[tuple[str, str]] = (),
     ) -> RequestInfo:
         try:
-            data: Any = json.loads(body) if body else None
+            data: Any = parse_json(body) if body else None
         except (ValueError, RecursionError):
             data = None
         params = data if isinstance(data, dict) else {}
@@ -317,7 +318,7 @@ class ResponseTap:
         ):
             return
         try:
-            chunk: Any = json.loads(data)
+            chunk: Any = parse_json(data)
         except (ValueError, RecursionError):
             return
         fields = completion_fields(chunk)
@@ -486,14 +487,31 @@ class Recorder:
                 batch.append(pending.get_nowait())
             observations = [o for o in batch if o is not None]
             if observations:
-                write = functools.partial(self._write, observations=observations)
-                news = self._guarded("record", self._writing, write, len(observations))
-                if news is not None:
-                    with self._counts_lock:
-                        self.recorded += len(observations)
-                    self._notify(news)  # once committed, like a probe's check
+                self._write_batch(observations)
             if None in batch:
                 return
+
+    def _write_batch(self, observations: list[Observation]) -> None:
+        """The batch in one transaction. When that fails for another reason than the history
+        itself, each record is written alone, so that one which cannot be stored (or runs into
+        a bug) costs only its own record; a history that cannot be written (locked, read-only,
+        damaged) would fail each one alike, after the busy timeout, so the batch fails whole."""
+        try:
+            self._commit(observations)
+        except HistoryError as exc:
+            self._failed("record", exc, len(observations))
+        except Exception:
+            for observation in observations:
+                try:
+                    self._commit([observation])
+                except Exception as exc:  # a bug too: the writer thread must go on
+                    self._failed("record", exc, 1)
+
+    def _commit(self, observations: list[Observation]) -> None:
+        news = self._writing.run(functools.partial(self._write, observations=observations))
+        with self._counts_lock:
+            self.recorded += len(observations)
+        self._notify(news)  # once committed, like a probe's check
 
     def _write(self, history: History, observations: list[Observation]) -> list[Notification]:
         """Each response its own small check, all in one transaction; the events among them
@@ -554,15 +572,19 @@ class Recorder:
         try:
             return connection.run(work)
         except Exception as exc:  # a bug too: the application's call must go on
-            with self._counts_lock:
-                self.errors += responses
-            logger.warning(
-                "fpmon: could not %s a response of target %s: %s",
-                what,
-                self.target,
-                redact(f"{type(exc).__name__}: {exc}"),
-            )
+            self._failed(what, exc, responses)
             return None
+
+    def _failed(self, what: str, exc: Exception, responses: int) -> None:
+        with self._counts_lock:
+            self.errors += responses
+        logger.warning(
+            "fpmon: could not %s %s of target %s: %s",
+            what,
+            "a response" if responses == 1 else f"{responses} responses",
+            self.target,
+            redact(f"{type(exc).__name__}: {exc}"),
+        )
 
 
 def _unexpected(
@@ -657,7 +679,7 @@ class Exchange:
             outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": fields}
         else:
             outcome = fields
-        return scrub(Observation(**common, **outcome), request.secrets)
+        return noting_escapes(scrub(Observation(**common, **outcome), request.secrets))
 
 
 def _request_info(recorder: Recorder, request: httpx2.Request) -> RequestInfo:
