@@ -1,0 +1,142 @@
+"""Hostile-input matrix, bounds: strings a server sends that a spreadsheet or a Prometheus
+parser would act on, numbers and nesting in config and lock files that have no sane meaning,
+and a webhook receiver that drips its answer. Every attack runs the installed `fpmon` against
+loopback servers and asserts what a user would see."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from tests.conftest import FPMON, Run, config_text
+from tests.e2e.conftest import Spawn, wait_for
+from tests.e2e.test_metrics_e2e import metrics_url
+
+MEGABYTE = 1_000_000
+
+
+# --- CSV: formula injection (OWASP) -----------------------------------------------------------
+
+FORMULAS = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1"]
+
+
+def history_csv(isolated: Path, *args: str) -> list[dict[str, str]]:
+    """`fpmon history --format csv` parsed from its raw bytes (text mode would turn a CR inside
+    a quoted cell into a newline)."""
+    assert FPMON is not None
+    out = subprocess.run(
+        [FPMON, "history", "--format", "csv", *args], cwd=isolated, capture_output=True, check=True
+    ).stdout
+    return list(csv.DictReader(io.StringIO(out.decode(), newline="")))
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(
+    fpmon: Callable[..., Run], fake: FakeAPI, isolated: Path
+) -> None:
+    model = '=HYPERLINK("http://evil.example/", "x")'
+    fake.set_model("m", ModelBehaviour([*FORMULAS, "fp_plain"], resolved_model=model))
+    (isolated / "fpmon.toml").write_text(
+        config_text(fake.base_url, **{"@evil": {"model": "m", "samples": len(FORMULAS) + 1}})
+    )
+    assert fpmon("check").code == 0
+
+    rows = history_csv(isolated, "--observations")
+    assert sorted(r["fingerprint"] for r in rows) == sorted(
+        ["'" + f for f in FORMULAS] + ["fp_plain"]
+    )
+    assert {(r["target"], r["model"]) for r in rows} == {("'@evil", "'" + model)}
+
+    assert [r["target"] for r in history_csv(isolated)] == ["'@evil"]
+
+
+# --- Prometheus: label values every parser reads back -----------------------------------------
+
+HOSTILE_LABELS = [
+    ("fp_\r_cr", "fp_\\r_cr"),
+    ("fp_\n_lf", "fp_\\n_lf"),
+    ("fp_\x1b[31m_esc", "fp_\\x1b[31m_esc"),
+    ("fp_\x07_bel", "fp_\\x07_bel"),
+    ('fp_"quoted"', 'fp_"quoted"'),
+    ("fp_\\back\\slash\\", "fp_\\back\\slash\\"),
+]
+
+
+def info_labels(text: str) -> list[dict[str, str]]:
+    """The labels of fpmon_fingerprint_info, as prometheus-client's own parser reads them."""
+    return [
+        sample.labels
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "fpmon_fingerprint_info"
+    ]
+
+
+def assert_tame(labels: list[dict[str, str]]) -> None:
+    for values in labels:
+        for value in values.values():
+            assert len(value) <= 200, len(value)
+            assert not any(unicodedata.category(ch) == "Cc" for ch in value), repr(value)
+
+
+@pytest.mark.parametrize(("sent", "shown"), HOSTILE_LABELS, ids=lambda v: repr(v)[:12])
+def test_metrics_file_escapes_hostile_fingerprints_and_models(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    sent: str,
+    shown: str,
+) -> None:
+    fake.set_model("m", ModelBehaviour([sent], resolved_model="model" + sent))
+    write_config(fake.base_url, alpha={"model": "m", "samples": 1})
+    result = fpmon("check", "--metrics-file", "fpmon.prom")
+    assert result.code == 0, result.err
+    labels = info_labels((isolated / "fpmon.prom").read_text())
+    assert [(s["fingerprint"], s["model"]) for s in labels] == [(shown, "model" + shown)]
+    assert_tame(labels)
+
+
+def test_metrics_file_cuts_a_megabyte_label_and_keeps_one_series(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path], isolated: Path
+) -> None:
+    # Two values that differ only at their end: cut, they must not become duplicate series.
+    huge = ["x" * MEGABYTE + "a", "x" * MEGABYTE + "b"]
+    fake.set_model("m", ModelBehaviour(huge, resolved_model="\x1b" + "m" * MEGABYTE))
+    write_config(fake.base_url, alpha={"model": "m", "samples": 2})
+    result = fpmon("check", "--metrics-file", "fpmon.prom")
+    assert result.code == 0, result.err
+    prom = isolated / "fpmon.prom"
+    assert prom.stat().st_size < 10_000
+    labels = info_labels(prom.read_text())
+    assert len(labels) == 1
+    assert labels[0]["fingerprint"].startswith("xxxx") and labels[0]["fingerprint"].endswith("…")
+    assert labels[0]["model"].startswith("\\x1bmmm") and labels[0]["model"].endswith("…")
+    assert_tame(labels)
+
+
+def test_watch_serves_hostile_labels_escaped(
+    spawn: Spawn, fake: FakeAPI, write_config: Callable[..., Path]
+) -> None:
+    sent = 'fp_\r\n\x1b\x07"\\' + "z" * MEGABYTE
+    fake.set_model("m", ModelBehaviour([sent], resolved_model="m\r\x07"))
+    write_config(fake.base_url, alpha={"model": "m", "samples": 1})
+    proc = spawn("watch", "--every", "1h", "--metrics-port", "0", "--history", "h.db")
+    url = metrics_url(proc)
+
+    def scraped() -> list[dict[str, str]]:
+        return info_labels(httpx2.get(url, timeout=5, trust_env=False).text)
+
+    labels = wait_for(scraped, what="the first check in /metrics")
+    assert isinstance(labels, list) and len(labels) == 1
+    assert labels[0]["fingerprint"].startswith('fp_\\r\\n\\x1b\\x07"\\zzz')
+    assert labels[0]["model"] == "m\\r\\x07"
+    assert_tame(labels)
