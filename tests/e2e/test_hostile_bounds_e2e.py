@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import signal
+import socket
+import sqlite3
 import subprocess
+import threading
+import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
 import pytest
+import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
 from fp_monitor.fake_api import FakeAPI, ModelBehaviour
@@ -140,3 +148,107 @@ def test_watch_serves_hostile_labels_escaped(
     assert labels[0]["fingerprint"].startswith('fp_\\r\\n\\x1b\\x07"\\zzz')
     assert labels[0]["model"] == "m\\r\\x07"
     assert_tame(labels)
+
+
+# --- A webhook receiver that drips its answer -------------------------------------------------
+
+
+@dataclass
+class Dripper:
+    """A raw-socket webhook receiver on loopback: it reads the request, announces
+    content-length 1000, then sends one byte a second."""
+
+    url: str
+    connections: list[float] = field(default_factory=list)
+    """When each connection was accepted (time.monotonic())."""
+
+
+@pytest.fixture
+def dripper() -> Iterator[Dripper]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    state = Dripper(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+            for _ in range(1000):
+                if stop.wait(1):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return  # fpmon hung up, as it should
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            state.connections.append(time.monotonic())
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield state
+    stop.set()
+    listener.close()
+
+
+def with_hook(config: Path, url: str, **keys: object) -> None:
+    table = {"type": "webhook", "url": url, **keys}
+    config.write_text(config.read_text() + tomli_w.dumps({"notify": {"drip": table}}))
+
+
+def test_notify_test_against_a_dripping_receiver_ends_at_its_timeout(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    dripper: Dripper,
+) -> None:
+    with_hook(
+        write_config(fake.base_url, alpha={"model": "model-a"}),
+        dripper.url,
+        timeout="2s",
+        retries=0,
+    )
+    started = time.monotonic()
+    result = fpmon("notify", "test", "drip", timeout=20)
+    elapsed = time.monotonic() - started
+    assert result.code == 3, result.err
+    assert elapsed < 2 + 2.5, f"took {elapsed:.1f}s"
+    assert dripper.connections  # it did reach the receiver
+    line = result.err.strip()
+    assert "\n" not in line and line.startswith("fpmon: error: notify drip: POST to 127.0.0.1")
+    assert line.endswith("failed after 1 attempt: no complete answer within 2s")
+
+
+def test_watch_stopped_while_notifying_counts_the_recorded_check(
+    spawn: Spawn,
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    dripper: Dripper,
+) -> None:
+    config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 1})
+    with_hook(config, dripper.url, timeout="30s", retries=0, on=["new"])
+    # A lock that does not know what the fake serves: the first check is `new` and notifies.
+    (isolated / "fpmon.lock").write_text(
+        tomli_w.dumps({"version": 1, "targets": {"alpha": {"fingerprints": ["fp_other"]}}})
+    )
+    proc = spawn("watch", "--every", "1h", "--history", "h.db")
+    wait_for(lambda: dripper.connections, what="the notification of the first check")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert err.strip().splitlines()[-1] == "fpmon: watch stopped by SIGTERM after 1 check"
+    with sqlite3.connect(isolated / "h.db") as db:
+        assert db.execute("SELECT count(*) FROM checks").fetchone() == (1,)
