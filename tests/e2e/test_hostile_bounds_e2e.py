@@ -252,3 +252,125 @@ def test_watch_stopped_while_notifying_counts_the_recorded_check(
     assert err.strip().splitlines()[-1] == "fpmon: watch stopped by SIGTERM after 1 check"
     with sqlite3.connect(isolated / "h.db") as db:
         assert db.execute("SELECT count(*) FROM checks").fetchone() == (1,)
+
+
+# --- Numbers and nesting with no sane meaning -------------------------------------------------
+
+HUGE = "99999999999999999999d"
+INF, NAN = float("inf"), float("nan")
+
+BAD_TARGET_KEYS = [
+    ({"timeout": INF}, "timeout: expected a duration of at most 1h, got inf"),
+    ({"timeout": 1e308}, "timeout: expected a duration of at most 1h, got 1e+308"),
+    ({"timeout": NAN}, "timeout: expected a duration of at most 1h, got nan"),
+    ({"timeout": HUGE}, f"timeout: '{HUGE}' is too long: at most 1h"),
+    ({"learn_max": NAN}, "learn_max: expected a duration of at most 3650d, got nan"),
+    ({"learn_max": INF}, "learn_max: expected a duration of at most 3650d, got inf"),
+    ({"learn_unseen": NAN}, "learn_unseen: expected a share from 0 to 1, like 0.01, got nan"),
+    ({"params": {"temperature": NAN}}, "params: nan and inf are not JSON numbers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"), BAD_TARGET_KEYS, ids=[str(k) for k, _ in BAD_TARGET_KEYS]
+)
+def test_a_target_number_out_of_bounds_is_a_usage_error(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    keys: dict[str, object],
+    message: str,
+) -> None:
+    write_config(fake.base_url, alpha={"model": "model-a", **keys})
+    result = fpmon("check", timeout=20)
+    assert result.code == 2, result.err
+    assert result.err.startswith("fpmon: error: ") and len(result.err.splitlines()) == 1
+    assert f"[targets.alpha] {message}" in result.err
+    assert fake.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f'retention = "{HUGE}"\n', f"retention: '{HUGE}' is too long: at most 3650d"),
+        (
+            '[notify.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/"\ntimeout = inf\n',
+            "[notify.hook] timeout: expected a duration of at most 1h, got inf",
+        ),
+        (
+            '[notify.run]\ntype = "command"\nrun = ["true"]\ntimeout = nan\n',
+            "[notify.run] timeout: expected a duration of at most 1h, got nan",
+        ),
+    ],
+    ids=["retention", "webhook-timeout", "command-timeout"],
+)
+def test_a_config_duration_out_of_bounds_is_a_usage_error(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    text: str,
+    message: str,
+) -> None:
+    config = write_config(fake.base_url, alpha={"model": "model-a"})
+    body = config.read_text()
+    config.write_text(text + body if text.startswith("retention") else body + text)
+    result = fpmon("check")
+    assert result.code == 2, result.err
+    assert len(result.err.splitlines()) == 1 and message in result.err, result.err
+    assert fake.requests() == []
+
+
+BAD_FLAGS = [
+    (("watch", "--every", HUGE), f"'{HUGE}' is too long: at most 3650d"),
+    (("prune", "--older-than", HUGE), f"'{HUGE}' is too long: at most 3650d"),
+    (("history", "--since", HUGE), f"'{HUGE}' is too long: at most 3650d"),
+    (("history", "--until", HUGE), f"'{HUGE}' is too long: at most 3650d"),
+    (("stats", "--since", HUGE), f"'{HUGE}' is too long: at most 3650d"),
+    (("history", "--since", "0001-01-01T00:00:00+01:00"), "use a date from year 1 to 9999"),
+    (("history", "--limit", "99999999999999999999"), "1000000000"),
+    (("history", "--observations", "--limit", "99999999999999999999"), "1000000000"),
+    (("watch", "--every", "1s", "--count", "99999999999999999999"), "1000000000"),
+    (("watch", "--every", "1s", "--jitter", "nan%"), "from 0% to 99%"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_a_flag_out_of_bounds_is_a_usage_error(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    write_config(fake.base_url, alpha={"model": "model-a"})
+    assert fpmon("check").code == 0  # a history to read, so that only the flag can be wrong
+    result = fpmon(*args, timeout=20)
+    assert result.code == 2, result.err
+    assert len(result.err.splitlines()) == 1 and message in result.err, result.err
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("where", ["config", "lock"])
+def test_a_file_nested_500_deep_is_a_usage_error(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    where: str,
+) -> None:
+    config = write_config(fake.base_url, alpha={"model": "model-a"})
+    if where == "config":
+        config.write_text(f"deep = {nested(500)}\n" + config.read_text())
+        path = config
+    else:
+        path = isolated / "fpmon.lock"
+        path.write_text(f"version = 1\ndeep = {nested(500)}\n")
+    result = fpmon("check")
+    assert result.code == 2, result.err
+    assert result.err.strip() == (
+        f"fpmon: error: {path.name}: tables or arrays nested too deeply for fpmon to read; "
+        "flatten them"
+    )
