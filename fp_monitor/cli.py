@@ -34,6 +34,9 @@ EXIT_CODES_HELP = (
     "shows the traceback); 130 interrupted."
 )
 
+MAX_COUNT = 1_000_000_000
+"""The largest count a flag takes: beyond it, SQLite's and Python's integers overflow."""
+
 app = typer.Typer(
     name="fpmon",
     help=(
@@ -303,6 +306,7 @@ def watch(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_COUNT,
             help="Stop after N checks; exit with the most severe code among them.",
             show_default=False,
         ),
@@ -514,7 +518,9 @@ def history_command(
     ] = False,
     since: Annotated[datetime | None, _when_option("From this time on")] = None,
     until: Annotated[datetime | None, _when_option("Before this time")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show the newest N (runs or rows).")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_COUNT, help="Show the newest N (runs or rows).")
+    ] = 50,
     output_format: Annotated[
         ListFormat, typer.Option("--format", help="How to print it.")
     ] = ListFormat.TABLE,

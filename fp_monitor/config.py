@@ -32,6 +32,10 @@ DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.ERROR, Event.RECOVERED})
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 DEFAULT_WEBHOOK_RETRIES = 2
 DEFAULT_COMMAND_TIMEOUT = 30.0
+# The longest durations accepted: an infinite timeout hangs a check for ever, and a duration
+# past ten years is a typo that overflows date arithmetic.
+MAX_TIMEOUT = 3600.0
+MAX_DURATION = 3650 * 86400.0
 CONFIG_FILENAME = "fpmon.toml"
 LOCK_FILENAME = "fpmon.lock"
 
@@ -112,29 +116,39 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     return ENV_REFERENCE.sub(value, text)
 
 
-def parse_duration(text: str) -> float:
-    """'30s', '5m', '2h', '7d' (and '250ms') -> seconds; ValueError names the accepted forms."""
+def parse_duration(text: str, longest: float = MAX_DURATION) -> float:
+    """'30s', '5m', '2h', '7d' (and '250ms') -> seconds, at most `longest`; ValueError names
+    the accepted forms or the bound."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration; write it like 30s, 5m, 2h or 7d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > longest:
+        raise ValueError(f"{text.strip()!r} is too long: at most {show_bound(longest)}")
+    return seconds
+
+
+def show_bound(seconds: float) -> str:
+    """A bound in the largest unit that writes it whole: 3600.0 -> '1h'."""
+    unit = next(u for u in ("d", "h", "m", "s", "ms") if seconds % _UNIT_SECONDS[u] == 0)
+    return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
 
 
 def parse_moment(text: str, now: datetime) -> datetime:
     """A duration back from `now` ('30d', '0s') or an ISO date or time (UTC unless it says
     otherwise) -> an aware datetime; ValueError names both forms."""
-    try:
+    if _DURATION.match(text):
         return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
     try:
         moment = datetime.fromisoformat(text.strip())
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first moment in UTC
+        raise ValueError(f"{text!r} is out of range: use a date from year 1 to 9999") from None
     except ValueError:
         raise ValueError(
             f"{text!r} is neither a duration (30d, 12h, 0s) nor an ISO date "
             "(2026-11-01 or 2026-11-01T10:00:00Z)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -328,6 +342,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: tables or arrays nested too deeply for fpmon to read; flatten them"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
     except OSError as exc:
@@ -425,19 +443,30 @@ class _Reader:
             raise self.fail(key, f"expected a share from 0 to 1, like 0.01, got {value!r}")
         return float(value)
 
-    def duration(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+    def duration(
+        self,
+        key: str,
+        default: float,
+        *,
+        allow_zero: bool = False,
+        longest: float = MAX_DURATION,
+    ) -> float:
         value = self.table.get(key)
         if value is None:
             return default
         if isinstance(value, str):
             try:
-                seconds = parse_duration(value)
+                seconds = parse_duration(value, longest)
             except ValueError as exc:
                 raise self.fail(key, str(exc)) from None
         elif isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
         else:
             raise self.fail(key, f"expected a duration like 30s, got {value!r}")
+        if not seconds <= longest:  # written so that nan is refused too
+            raise self.fail(
+                key, f"expected a duration of at most {show_bound(longest)}, got {value!r}"
+            )
         if seconds < 0 or (seconds == 0 and not allow_zero):
             raise self.fail(key, "must be longer than 0s")
         return seconds
@@ -487,6 +516,12 @@ def _build_target(name: str, read: _Reader) -> Target:
         raise read.fail("model", "missing: name the model to probe")
     headers = _headers(read)
     params = read.mapping("params")
+    try:
+        json.dumps(params, allow_nan=False)
+    except ValueError:
+        raise read.fail(
+            "params", "nan and inf are not JSON numbers: write finite numbers"
+        ) from None
     defaults = LearningSettings()
     learning = LearningSettings(
         enabled=read.boolean("learning", defaults.enabled),
@@ -509,7 +544,7 @@ def _build_target(name: str, read: _Reader) -> Target:
         params=params,
         prompt=read.string("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
         samples=read.integer("samples", DEFAULT_SAMPLES, 1, 1000),
-        timeout=read.duration("timeout", DEFAULT_TIMEOUT),
+        timeout=read.duration("timeout", DEFAULT_TIMEOUT, longest=MAX_TIMEOUT),
         retries=read.integer("retries", DEFAULT_RETRIES, 0, 10),
         track_headers=tuple(h.lower() for h in read.string_list("track_headers")),
         expect=frozenset(read.string_list("expect")),
@@ -576,7 +611,7 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
             name=name,
             on=on,
             targets=targets,
-            timeout=read.duration("timeout", DEFAULT_COMMAND_TIMEOUT),
+            timeout=read.duration("timeout", DEFAULT_COMMAND_TIMEOUT, longest=MAX_TIMEOUT),
             run=tuple(run),
         )
     url = read.string("url")
@@ -591,7 +626,7 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
         name=name,
         on=on,
         targets=targets,
-        timeout=read.duration("timeout", DEFAULT_WEBHOOK_TIMEOUT),
+        timeout=read.duration("timeout", DEFAULT_WEBHOOK_TIMEOUT, longest=MAX_TIMEOUT),
         url=url,
         format=_choice(read, "format", read.string("format", "json") or "json", WebhookFormat),
         headers=headers,

@@ -25,9 +25,12 @@ from fp_monitor.errors import ConfigError
 from fp_monitor.fileio import write_atomic
 from fp_monitor.history import History
 from fp_monitor.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
+from fp_monitor.render import clean, shorten
 
 # Label values for the fingerprint states a string cannot show.
 _LABELS = {NULL: "<null>", ABSENT: "<absent>", "": "<empty>"}
+LABEL_LIMIT = 128
+"""Characters of a label value; fingerprints and model names are far shorter."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,10 @@ def with_traffic(snapshot: Snapshot, history: History) -> Snapshot:
     return replace(snapshot, states=states, traffic_after=last_row)
 
 
-def label(token: str) -> str:
-    return _LABELS.get(token, token)
+def label(text: str) -> str:
+    """A label value that every Prometheus parser reads back: control characters escaped, a
+    server's long string cut with a marker (a 1 MB fingerprint would be a 1 MB series)."""
+    return _LABELS.get(text) or shorten(clean(text), LABEL_LIMIT)
 
 
 def families(snapshot: Snapshot) -> list[Metric]:
@@ -125,17 +130,21 @@ def families(snapshot: Snapshot) -> list[Metric]:
     )
     for target in snapshot.targets:
         state = snapshot.states.get(target.name, TargetState())
-        for fingerprint, model in sorted(state.served):
-            info.add_metric([target.name, target.provider, label(model), label(fingerprint)], 1)
+        name = label(target.name)
+        # Two values that differ only past the cut give one series: a duplicate series makes
+        # node-exporter reject the whole textfile.
+        served = {(label(fingerprint), label(model)) for fingerprint, model in state.served}
+        for fingerprint, model in sorted(served):
+            info.add_metric([name, label(target.provider), model, fingerprint], 1)
         if state.last_ok is not None:
-            success.add_metric([target.name], 1 if state.last_ok else 0)
+            success.add_metric([name], 1 if state.last_ok else 0)
         if state.latency_ms is not None:
-            duration.add_metric([target.name], state.latency_ms / 1000)
+            duration.add_metric([name], state.latency_ms / 1000)
         # Every status from 0, so that increase() sees the first change too.
         for status in CHANGE_STATUSES:
-            changes.add_metric([target.name, status.value], state.status_counts.get(status, 0))
+            changes.add_metric([name, status.value], state.status_counts.get(status, 0))
         if state.last_change_at is not None:
-            last_change.add_metric([target.name], state.last_change_at.timestamp())
+            last_change.add_metric([name], state.last_change_at.timestamp())
     found: list[Metric] = [info, success, duration, changes, last_change]
     if snapshot.last_check is not None:
         found.append(

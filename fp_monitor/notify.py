@@ -42,7 +42,13 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.probe import RETRYABLE_STATUS, error_message, retry_delay
+from fp_monitor.probe import (
+    RETRYABLE_STATUS,
+    BodyTooLarge,
+    error_message,
+    post_once,
+    retry_delay,
+)
 from fp_monitor.redact import redact, register
 from fp_monitor.render import clean, describe, iso, json_values, plural
 
@@ -259,37 +265,45 @@ def _post(hook: Webhook, body: dict[str, Any], environ: Mapping[str, str]) -> No
     host = _http_host(url)
     if host is None:
         raise NotifyError(f"notify {hook.name}: url is not an http:// or https:// URL")
+    # Not the parser's message: it would quote a piece of the (secret) URL.
+    invalid = NotifyError(f"notify {hook.name}: url is not a valid URL")
+    try:
+        host.encode("idna")  # a label past 63 characters: the resolver would only say "unknown"
+    except UnicodeError:
+        raise invalid from None
     content = json.dumps(body).encode()
     attempts = 0
-    # Redirects are not followed: the headers may carry a token meant for this origin only.
-    with httpx2.Client(timeout=hook.timeout, follow_redirects=False, trust_env=False) as client:
-        while True:
-            attempts += 1
-            answer: httpx2.Headers | None = None
-            try:
-                response = client.post(url, content=content, headers=headers)
-            except (httpx2.InvalidURL, UnicodeError):
-                # Not the parser's message: it would quote a piece of the (secret) URL.
-                raise NotifyError(f"notify {hook.name}: url is not a valid URL") from None
-            except httpx2.TimeoutException:
-                problem, retryable = f"no answer within {hook.timeout:g}s", True
-            except httpx2.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                retryable = isinstance(exc, httpx2.TransportError)
-            else:
-                if response.is_success:
-                    return
-                answer = response.headers
-                problem = f"HTTP {response.status_code}: {error_message(response.content)}"
-                retryable = response.status_code in RETRYABLE_STATUS or response.status_code >= 500
-            if not retryable or attempts > hook.retries:
-                raise NotifyError(
-                    f"notify {hook.name}: POST to {host} failed after "
-                    f"{plural(attempts, 'attempt')}: "
-                    f"{redact(clean(problem))[:300]}"
-                )
-            # A notifier waits at most its timeout between tries: the watch has checks to run.
-            time.sleep(min(retry_delay(answer, attempts), hook.timeout))
+    while True:
+        attempts += 1
+        answer: httpx2.Headers | None = None
+        try:
+            # Redirects are not followed: the headers may carry a token meant for this origin.
+            response, said = post_once(url, content=content, headers=headers, timeout=hook.timeout)
+        except (httpx2.InvalidURL, UnicodeError):
+            raise invalid from None
+        except (TimeoutError, httpx2.TimeoutException):
+            problem, retryable = f"no complete answer within {hook.timeout:g}s", True
+        except BodyTooLarge as exc:
+            if exc.response.is_success:
+                return
+            problem, retryable = f"HTTP {exc.response.status_code}: {exc}", False
+        except httpx2.HTTPError as exc:
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            retryable = isinstance(exc, httpx2.TransportError)
+        else:
+            if response.is_success:
+                return
+            answer = response.headers
+            problem = f"HTTP {response.status_code}: {error_message(said)}"
+            retryable = response.status_code in RETRYABLE_STATUS or response.status_code >= 500
+        if not retryable or attempts > hook.retries:
+            raise NotifyError(
+                f"notify {hook.name}: POST to {host} failed after "
+                f"{plural(attempts, 'attempt')}: "
+                f"{redact(clean(problem))[:300]}"
+            )
+        # A notifier waits at most its timeout between tries: the watch has checks to run.
+        time.sleep(min(retry_delay(answer, attempts), hook.timeout))
 
 
 def _http_host(url: str) -> str | None:

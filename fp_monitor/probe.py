@@ -207,23 +207,20 @@ async def _attempt(
 ) -> _Attempt:
     started = time.perf_counter()
     try:
-        # One deadline for the whole exchange: a server that drips bytes cannot stretch it.
-        async with asyncio.timeout(target.timeout):
-            async with client.stream(
-                "POST", target.endpoint, content=body, headers=headers, timeout=target.timeout
-            ) as response:
-                content = await _read_bounded(response)
+        response, content = await post_within(
+            client, target.endpoint, content=body, headers=headers, timeout=target.timeout
+        )
     except (TimeoutError, httpx2.TimeoutException):
         return _Attempt(
             error_kind=ErrorKind.TIMEOUT,
             error_message=f"no complete answer within {target.timeout:g}s",
         )
-    except _BodyTooLarge:
+    except BodyTooLarge as exc:
         return _Attempt(
-            status=response.status_code,
-            headers=response.headers,
+            status=exc.response.status_code,
+            headers=exc.response.headers,
             error_kind=ErrorKind.BAD_RESPONSE,
-            error_message=f"response body larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+            error_message=str(exc),
         )
     except httpx2.HTTPError as exc:
         return _Attempt(
@@ -243,8 +240,45 @@ async def _attempt(
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """An answer past MAX_BODY_BYTES; its status and headers are in `response`."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__(f"response body larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        self.response = response
+
+
+async def post_within(
+    client: httpx2.AsyncClient,
+    url: str,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+) -> tuple[httpx2.Response, bytes]:
+    """POST and read the whole answer (at most MAX_BODY_BYTES) under one deadline, from the
+    connection to the last byte: httpx's own timeouts bound each read, so a server that drips
+    one byte at a time would stretch them without end. TimeoutError (or
+    httpx2.TimeoutException) past the deadline; BodyTooLarge; httpx2.HTTPError."""
+    async with asyncio.timeout(timeout):
+        async with client.stream(
+            "POST", url, content=content, headers=headers, timeout=timeout
+        ) as response:
+            return response, await _read_bounded(response)
+
+
+def post_once(
+    url: str, *, content: bytes, headers: Mapping[str, str], timeout: float
+) -> tuple[httpx2.Response, bytes]:
+    """post_within from synchronous code, on a client of its own that follows no redirect."""
+
+    async def post() -> tuple[httpx2.Response, bytes]:
+        async with httpx2.AsyncClient(
+            follow_redirects=False, trust_env=False, verify=_tls_context()
+        ) as client:
+            return await post_within(client, url, content=content, headers=headers, timeout=timeout)
+
+    return asyncio.run(post())
 
 
 async def _read_bounded(response: httpx2.Response) -> bytes:
@@ -253,7 +287,7 @@ async def _read_bounded(response: httpx2.Response) -> bytes:
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _BodyTooLarge
+            raise BodyTooLarge(response)
         chunks.append(chunk)
     return b"".join(chunks)
 

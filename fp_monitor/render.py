@@ -363,6 +363,8 @@ OBSERVATION_FIELDS = (
     "request_shape",
     "raw_response",
 )
+_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+"""How a CSV cell that a spreadsheet would evaluate starts (OWASP, CSV injection)."""
 TIMELINE_GLYPHS = {"served": "█", "not_served": "·", "no_check": " "}
 
 
@@ -491,7 +493,9 @@ def _print_records(
         for record in records:
             stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
-        writer = csv.DictWriter(stdout, fieldnames=fields, lineterminator="\n")
+        # RFC 4180's CRLF: with it, the csv module also quotes a cell holding a lone CR,
+        # which a reader would otherwise take for the end of the row.
+        writer = csv.DictWriter(stdout, fieldnames=fields, lineterminator="\r\n")
         writer.writeheader()
         for record in records:
             writer.writerow({k: _csv_cell(v) for k, v in record.items()})
@@ -500,6 +504,9 @@ def _print_records(
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(_FORMULA_LEADS):
+        # A spreadsheet runs such a cell as a formula; OWASP's leading quote keeps it text.
+        return "'" + value
     return "" if value is None else value
 
 

@@ -110,10 +110,21 @@ def run_watch(
                 with History.open(config.history) as history:
                     collector.snapshot = load_snapshot(history, targets, options.every)
                 observer.started(WatchStart(tuple(t.name for t in targets), options.every, url))
-                for round_ in _rounds(config, names, options, collector):
-                    checks = round_.number
-                    worst = most_severe([worst, ExitCode(round_.result.exit_code)])
-                    observer.checked(round_)
+                next_start = time.monotonic()
+                while options.count is None or checks < options.count:
+                    time.sleep(max(0.0, next_start - time.monotonic()))
+                    started = time.monotonic()
+                    result = run_check(config, names, options.check)
+                    # Counted once recorded: a stop during the notifications that follow must
+                    # not say this check did not happen.
+                    checks += 1
+                    worst = most_severe([worst, ExitCode(result.exit_code)])
+                    failures = _after_check(config, collector, result)
+                    # Start to start: a slow check does not push every later one back.
+                    next_start = started + jittered(options.every, options.jitter)
+                    last = options.count is not None and checks >= options.count
+                    next_at = None if last else _at(next_start)
+                    observer.checked(WatchRound(checks, result, failures, next_at))
         except Stop as stop:
             code = ExitCode.OK if stop.signal is signal.SIGTERM else ExitCode.INTERRUPTED
             return WatchSummary(code, checks, stop.signal.name)
@@ -122,26 +133,17 @@ def run_watch(
     return WatchSummary(worst, checks)
 
 
-def _rounds(
-    config: Config, names: Sequence[str], options: WatchOptions, collector: SnapshotCollector
-) -> Iterator[WatchRound]:
-    number = 0
-    next_start = time.monotonic()
-    while options.count is None or number < options.count:
-        time.sleep(max(0.0, next_start - time.monotonic()))
-        started = time.monotonic()
-        result = run_check(config, names, options.check)
-        number += 1
-        with History.open(config.history) as history:
-            notifications = pending(history, config, result)
-            served = {t.name: history.served(t.name, result.check_id) for t in result.targets}
-            snapshot = advance(collector.snapshot, result, served)
-            collector.snapshot = with_traffic(snapshot, history)
-        failures = deliver(config, notifications)
-        # Start to start: a slow check does not push every later one back.
-        next_start = started + jittered(options.every, options.jitter)
-        last = options.count is not None and number >= options.count
-        yield WatchRound(number, result, tuple(failures), None if last else _at(next_start))
+def _after_check(
+    config: Config, collector: SnapshotCollector, result: CheckResult
+) -> tuple[str, ...]:
+    """Advance the metrics and send the notifications of a recorded check; the notifiers that
+    failed, one line each."""
+    with History.open(config.history) as history:
+        notifications = pending(history, config, result)
+        served = {t.name: history.served(t.name, result.check_id) for t in result.targets}
+        snapshot = advance(collector.snapshot, result, served)
+        collector.snapshot = with_traffic(snapshot, history)
+    return tuple(deliver(config, notifications))
 
 
 @contextmanager
