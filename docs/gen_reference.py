@@ -1,6 +1,6 @@
 """Write the generated reference pages of the documentation from the code's own tables.
 
-    python docs/gen_reference.py            # rewrite docs/reference/{cli,configuration,exit-codes}.md
+    python docs/gen_reference.py            # rewrite the pages in docs/reference/
     python docs/gen_reference.py --check    # exit 1 when a committed page is stale
     python docs/gen_reference.py --out DIR  # write the pages into DIR instead
 
@@ -18,6 +18,7 @@ import argparse
 import ast
 import enum
 import inspect
+import itertools
 import sys
 import tempfile
 import textwrap
@@ -167,7 +168,7 @@ TOP_MEANING = {
     "baseline": "The lock file written by `fpmon accept` (relative to the config file's "
     "directory). Overridden by `--baseline` and `$FPMON_BASELINE`. Default: `fpmon.lock` beside "
     "the config file.",
-    "retention": 'What `fpmon prune` keeps when it is run without `--older-than`: a duration, '
+    "retention": "What `fpmon prune` keeps when it is run without `--older-than`: a duration, "
     'like `"90d"`. Default: none (prune needs the flag).',
     "defaults": "A table of target keys that applies to every target; a target's own keys win.",
     "targets": "One `[targets.NAME]` table per target; the table name is the target name.",
@@ -195,7 +196,7 @@ TARGET_MEANING = {
     "learning": "`false` turns bootstrap and learning off: a value never recorded is `new`.",
     "bootstrap_samples": "Requests of a learning target's first check.",
     "learn_min_samples": "Successful samples needed before learning can end.",
-    "learn_unseen": "Learning can end once the Good–Turing unseen-share estimate is below this "
+    "learn_unseen": "Learning can end once the Good-Turing unseen-share estimate is below this "
     "share (0 to 1).",
     "learn_max": "Learning ends this long after the first successful observation, whatever the "
     "estimate.",
@@ -209,8 +210,8 @@ NOTIFY_MEANING = {
     "timeout": "Per attempt; a command is stopped after it.",
     "url": "Where to POST: `http://` or `https://`; may be or hold `${NAME}`, expanded from the "
     "environment when sending.",
-    "format": "The body: `json` (the payload of the notifications how-to), `slack` (`{\"text\"}`)"
-    ", `discord` (`{\"content\"}`, no mentions).",
+    "format": 'The body: `json` (the payload of the notifications how-to), `slack` (`{"text"}`)'
+    ', `discord` (`{"content"}`, no mentions).',
     "headers": "Extra request headers; values may hold `${NAME}`; a credential header (name "
     "containing auth, token, secret, password, signature, cookie, or ending in key) must.",
     "retries": "Retries on timeouts, connection errors, 408, 409, 429 and 5xx (0 to 10), with "
@@ -342,8 +343,8 @@ def config_page() -> str:
         "below with a default model) and `fpmon targets` says so. A commented example of every "
         "preset: `config.example.toml` in the repository.",
         "",
-        "Every validation error is one line naming the file, the table and the key (with \"did "
-        "you mean\" for a misspelt key), exits 2, and nothing is probed or written. A literal API"
+        'Every validation error is one line naming the file, the table and the key (with "did '
+        'you mean" for a misspelt key), exits 2, and nothing is probed or written. A literal API'
         " key in the file is refused. Durations are written `30s`, `5m`, `2h`, `7d` (also "
         "`250ms`).",
         "",
@@ -418,7 +419,7 @@ def _member_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, after in zip(body, body[1:], strict=False):
+    for node, after in itertools.pairwise(body):
         if (
             isinstance(node, ast.Assign)
             and isinstance(node.targets[0], ast.Name)
