@@ -340,7 +340,8 @@ def config_page() -> str:
         "`fpmon.toml` is found at `--config`, else `$FPMON_CONFIG`, else `./fpmon.toml`, else "
         "`config.toml` in the user config dir (`~/.config/fpmon/` on Linux). With none, fpmon "
         "builds one target per well-known key variable set in the environment (the presets "
-        "below with a default model) and `fpmon targets` says so. A commented example of every "
+        "below with a default model) and `fpmon targets` says so; with none of those either, it "
+        "says how to start and exits 2. A commented example of every "
         "preset: `config.example.toml` in the repository.",
         "",
         'Every validation error is one line naming the file, the table and the key (with "did '
