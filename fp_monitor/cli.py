@@ -446,7 +446,7 @@ def fake_api(
         typer.Option(
             "--config",
             "-c",
-            help="Fake fleet TOML (see fp_monitor/fake_api.py).",
+            help="A fleet file (TOML): the models, fingerprints and faults to serve.",
             show_default=False,
         ),
     ] = None,
