@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fp_monitor.errors import UnexpectedFingerprint
-    from fp_monitor.recording import (
+    from fp_monitor.domain.errors import UnexpectedFingerprint
+    from fp_monitor.traffic.recording import (
         UnexpectedFingerprintWarning,
         check_response,
         recording_async_client,
@@ -29,11 +29,11 @@ __all__ = [
     "recording_client",
 ]
 _LAZY = {
-    "UnexpectedFingerprint": "fp_monitor.errors",
-    "UnexpectedFingerprintWarning": "fp_monitor.recording",
-    "check_response": "fp_monitor.recording",
-    "recording_async_client": "fp_monitor.recording",
-    "recording_client": "fp_monitor.recording",
+    "UnexpectedFingerprint": "fp_monitor.domain.errors",
+    "UnexpectedFingerprintWarning": "fp_monitor.traffic.recording",
+    "check_response": "fp_monitor.traffic.recording",
+    "recording_async_client": "fp_monitor.traffic.recording",
+    "recording_client": "fp_monitor.traffic.recording",
 }
 
 

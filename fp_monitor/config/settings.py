@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import platformdirs
 
-from fp_monitor.errors import ConfigError
-from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
-from fp_monitor.models import Event
-from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
+from fp_monitor.domain.models import Event
 
 # Defaults live here and nowhere else.
 DEFAULT_SAMPLES = 3

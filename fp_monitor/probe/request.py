@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import Target
-from fp_monitor.models import ABSENT, NULL, ErrorKind, Observation, Usage
-from fp_monitor.providers import Auth
-from fp_monitor.redact import redact, register
+from fp_monitor.config.providers import Auth
+from fp_monitor.config.settings import Target
+from fp_monitor.domain.models import ABSENT, NULL, ErrorKind, Observation, Usage
+from fp_monitor.net.redact import redact, register
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024

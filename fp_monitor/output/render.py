@@ -25,16 +25,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from fp_monitor.config import Config, Target
-from fp_monitor.models import ABSENT, NULL, CheckResult, Recorded, Status, TargetResult
-from fp_monitor.providers import Auth
+from fp_monitor.config.providers import Auth
+from fp_monitor.config.settings import Config, Target
+from fp_monitor.domain.models import ABSENT, NULL, CheckResult, Recorded, Status, TargetResult
 
 if TYPE_CHECKING:
     from fp_monitor.accept import AcceptResult
     from fp_monitor.audit import Imported, Pruned, Verified
-    from fp_monitor.learning import Trust
-    from fp_monitor.stats import Share, TargetStats
-    from fp_monitor.timeline import Run
+    from fp_monitor.domain.learning import Trust
+    from fp_monitor.domain.stats import Share, TargetStats
+    from fp_monitor.domain.timeline import Run
     from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
 
 CELL_LIMIT = 64
@@ -249,7 +249,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
 
 
 def _key_status(target: Target) -> str:
-    from fp_monitor.probe import api_key, key_missing
+    from fp_monitor.probe.request import api_key, key_missing
 
     if target.api_key_env is None or target.auth is Auth.NONE:
         return "not needed"
@@ -381,7 +381,7 @@ def run_json(run: Run) -> dict[str, Any]:
 
 def observation_json(record: Recorded) -> dict[str, Any]:
     # Imported here: commands that never read the history do not load sqlite3.
-    from fp_monitor.history import fingerprint_columns
+    from fp_monitor.store.history import fingerprint_columns
 
     o = record.observation
     return {

@@ -21,10 +21,16 @@ from urllib.parse import urlsplit
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import ENV_REFERENCE, Command, Config, Notifier, Webhook, WebhookFormat
-from fp_monitor.errors import NotifyError
-from fp_monitor.history import History
-from fp_monitor.models import (
+from fp_monitor.config.settings import (
+    ENV_REFERENCE,
+    Command,
+    Config,
+    Notifier,
+    Webhook,
+    WebhookFormat,
+)
+from fp_monitor.domain.errors import NotifyError
+from fp_monitor.domain.models import (
     Change,
     CheckResult,
     ErrorKind,
@@ -33,9 +39,10 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.probe import RETRYABLE_STATUS, error_message, retry_delay
-from fp_monitor.redact import redact, register
-from fp_monitor.render import clean, describe, iso, json_values, plural
+from fp_monitor.net.redact import redact, register
+from fp_monitor.output.render import clean, describe, iso, json_values, plural
+from fp_monitor.probe.request import RETRYABLE_STATUS, error_message, retry_delay
+from fp_monitor.store.history import History
 
 PAYLOAD_VERSION = 1
 STATUS_EVENTS = {

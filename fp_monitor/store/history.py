@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from fp_monitor.chain import (
+from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
     Checkpoint,
@@ -30,8 +30,8 @@ from fp_monitor.chain import (
     Row,
     chain_hash,
 )
-from fp_monitor.errors import HistoryError
-from fp_monitor.models import (
+from fp_monitor.domain.errors import HistoryError
+from fp_monitor.domain.models import (
     ABSENT,
     ALL_SOURCES,
     CHANGE_STATUSES,

@@ -33,16 +33,16 @@ import anyio.to_thread
 import httpx2
 import uvicorn
 
-from fp_monitor.errors import ConfigError
-from fp_monitor.recording import (
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.net.redact import redact
+from fp_monitor.output.render import clean
+from fp_monitor.traffic.recording import (
     TAGS_HEADER,
     Exchange,
     Recorder,
     RequestInfo,
     is_chat_completion,
 )
-from fp_monitor.redact import redact
-from fp_monitor.render import clean
 
 logger = logging.getLogger(__name__)
 
