@@ -23,6 +23,7 @@ from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config.settings import Config
 from fp_monitor.domain.errors import ExitCode, HistoryError, most_severe
 from fp_monitor.domain.models import CheckResult
+from fp_monitor.domain.text import plural
 from fp_monitor.notify.dispatch import deliver, pending
 from fp_monitor.output.metrics import (
     Snapshot,
@@ -32,7 +33,6 @@ from fp_monitor.output.metrics import (
     serve,
     with_traffic,
 )
-from fp_monitor.output.render import plural
 from fp_monitor.store.history import History
 
 

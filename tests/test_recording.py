@@ -20,12 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from fp_monitor.traffic import recording
 from fp_monitor.config.providers import provider_for_url
 from fp_monitor.domain.errors import ConfigError, UnexpectedFingerprint
 from fp_monitor.domain.models import ABSENT, NULL, LockEntry, Observation, Usage
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import write_lock
+from fp_monitor.traffic import recording
 from fp_monitor.traffic.recording import (
     MAX_EVENT_BYTES,
     Exchange,

@@ -19,8 +19,8 @@ from typer.exceptions import TyperException
 from fp_monitor import __version__
 from fp_monitor.domain.errors import ConfigError, ExitCode, FpmonError
 from fp_monitor.domain.models import ALL_SOURCES, Event, FailOn, Source
+from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
-from fp_monitor.output.render import clean
 
 if TYPE_CHECKING:
     from fp_monitor.config.settings import Target
@@ -252,8 +252,8 @@ def accept(
     """Write the latest observed fingerprints and resolved models into the lock file."""
     from fp_monitor.accept import run_accept
     from fp_monitor.check import CheckOptions
+    from fp_monitor.cli.display import render_accept
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import render_accept
 
     loaded = load_config(config, history=history, baseline=baseline)
     result = run_accept(
@@ -336,8 +336,10 @@ def watch(
 ) -> int:
     """Check repeatedly; notify on changes and errors, serve Prometheus metrics."""
     from fp_monitor.check import CheckOptions
+    from fp_monitor.cli.display import watch_display
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import make_console, plural, watch_display
+    from fp_monitor.domain.text import plural
+    from fp_monitor.output.render import make_console
     from fp_monitor.watch import WatchOptions, run_watch
 
     loaded = load_config(config, history=history, baseline=baseline)
@@ -565,8 +567,8 @@ def stats(
 def verify(config: ConfigOption = None, history: HistoryOption = None) -> int:
     """Check the tamper-evident chain of the history; exit 1 at the first broken record."""
     from fp_monitor.audit import verify_history
+    from fp_monitor.cli.display import render_verified
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import render_verified
 
     loaded = load_config(config, history=history, require_targets=False)
     render_verified(verify_history(loaded.history))
@@ -603,8 +605,8 @@ def import_command(
 ) -> int:
     """Append the records of an export file that the history does not hold yet (idempotent)."""
     from fp_monitor.audit import import_history
+    from fp_monitor.cli.display import render_imported
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import render_imported
 
     loaded = load_config(config, history=history, require_targets=False)
     render_imported(file, loaded.history, import_history(loaded.history, file))
@@ -630,8 +632,8 @@ def prune(
 ) -> int:
     """Delete old observations; the chain, the known values and the previous sets survive."""
     from fp_monitor.audit import prune_history
+    from fp_monitor.cli.display import render_pruned
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import render_pruned
 
     loaded = load_config(config, history=history, require_targets=False)
     pruned = prune_history(loaded, older_than, datetime.now(UTC), dry_run)

@@ -601,3 +601,12 @@ def targets_from_environment() -> tuple[Target, ...]:
         for p in PRESETS.values()
         if p.key_env and p.default_model and os.environ.get(p.key_env)
     )
+
+
+def key_status(target: Target) -> str:
+    """What `fpmon targets` says of a target's key: read from the environment, never kept."""
+    if target.api_key_env is None or target.auth is Auth.NONE:
+        return "not needed"
+    if os.environ.get(target.api_key_env):
+        return "set"
+    return "MISSING" if target.auth in (Auth.BEARER, Auth.API_KEY) else "not set (optional)"

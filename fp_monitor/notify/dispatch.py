@@ -39,8 +39,8 @@ from fp_monitor.domain.models import (
     Status,
     TargetResult,
 )
+from fp_monitor.domain.text import clean, describe, iso, json_values, plural
 from fp_monitor.net.redact import redact, register
-from fp_monitor.output.render import clean, describe, iso, json_values, plural
 from fp_monitor.probe.request import RETRYABLE_STATUS, error_message, retry_delay
 from fp_monitor.store.history import History
 

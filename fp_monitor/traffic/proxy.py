@@ -34,8 +34,8 @@ import httpx2
 import uvicorn
 
 from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
-from fp_monitor.output.render import clean
 from fp_monitor.traffic.recording import (
     TAGS_HEADER,
     Exchange,
