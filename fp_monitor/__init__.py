@@ -8,9 +8,12 @@ on first use, so that `import fp_monitor` (and the command line) stays quick.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not typing.TYPE_CHECKING: importing typing costs start-up that `fpmon --version` need not pay.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from fp_monitor.domain.errors import UnexpectedFingerprint
     from fp_monitor.traffic.recording import (
         UnexpectedFingerprintWarning,

@@ -1,3 +1,3 @@
-from fp_monitor.cli.app import main
+from fp_monitor.cli import main
 
 raise SystemExit(main())
