@@ -1,8 +1,8 @@
 """Detection: does learning the served set remove day-one false alarms without hiding rollouts?
 
-Drives the real `fp_monitor.detect.detect` and `fp_monitor.learning` over a seeded simulated
-fleet and prints, side by side, the core rule (learning off: every value outside the known set
-is `new`) and the learning rule (defaults, or variants given with --variant):
+Drives the real `fp_monitor.domain.detect.detect` and `fp_monitor.domain.learning` over a
+seeded simulated fleet and prints, side by side, the core rule (learning off: every value
+outside the known set is `new`) and the learning rule (defaults, or variants given with --variant):
 
 - false alarms: checks with status `new` for a value that was served from the start;
 - each rollout's delay in checks from its first sampled appearance to its alarm (goal 0); a
@@ -37,15 +37,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from fp_monitor.detect import detect
-from fp_monitor.learning import (
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.learning import (
     LearningSettings,
     estimate_converged,
     learning_state,
     samples_for_check,
     unseen_probability,
 )
-from fp_monitor.models import Observation, Status, TargetFacts
+from fp_monitor.domain.models import Observation, Status, TargetFacts
 
 NAME = "bench"
 MODEL = "bench-model-2026"

@@ -43,9 +43,9 @@ def start_fake(latency: float) -> tuple[subprocess.Popen[str], str]:
 
 
 async def with_fpmon_probe(url: str, n: int) -> None:
-    from fp_monitor.config import Target
-    from fp_monitor.probe import probe_async
-    from fp_monitor.providers import Auth
+    from fp_monitor.config.providers import Auth
+    from fp_monitor.config.settings import Target
+    from fp_monitor.probe.request import probe_async
 
     base = url.removesuffix("/chat/completions")
     targets = [

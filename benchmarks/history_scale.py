@@ -39,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from fanout import start_fake
 
-from fp_monitor.chain import chain_hash
-from fp_monitor.history import History, observation_row, timestamp
-from fp_monitor.models import ErrorKind, Observation, Usage
+from fp_monitor.domain.chain import chain_hash
+from fp_monitor.domain.models import ErrorKind, Observation, Usage
+from fp_monitor.store.history import History, observation_row, timestamp
 
 TARGETS = 50
 STABLE_TARGETS = 5

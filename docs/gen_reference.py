@@ -28,11 +28,11 @@ from typing import Any
 
 import typer.main
 
-from fp_monitor import config as fpconfig
-from fp_monitor.cli import app
-from fp_monitor.errors import PRECEDENCE, ExitCode
-from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN
-from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.config import settings as fpconfig
+from fp_monitor.cli.app import app
+from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.domain.errors import PRECEDENCE, ExitCode
+from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN
 
 DOCS = Path(__file__).resolve().parent
 REFERENCE = DOCS / "reference"

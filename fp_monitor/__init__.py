@@ -8,11 +8,14 @@ on first use, so that `import fp_monitor` (and the command line) stays quick.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not typing.TYPE_CHECKING: importing typing costs start-up that `fpmon --version` need not pay.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fp_monitor.errors import UnexpectedFingerprint
-    from fp_monitor.recording import (
+    from typing import Any
+
+    from fp_monitor.domain.errors import UnexpectedFingerprint
+    from fp_monitor.traffic.recording import (
         UnexpectedFingerprintWarning,
         check_response,
         recording_async_client,
@@ -29,11 +32,11 @@ __all__ = [
     "recording_client",
 ]
 _LAZY = {
-    "UnexpectedFingerprint": "fp_monitor.errors",
-    "UnexpectedFingerprintWarning": "fp_monitor.recording",
-    "check_response": "fp_monitor.recording",
-    "recording_async_client": "fp_monitor.recording",
-    "recording_client": "fp_monitor.recording",
+    "UnexpectedFingerprint": "fp_monitor.domain.errors",
+    "UnexpectedFingerprintWarning": "fp_monitor.traffic.recording",
+    "check_response": "fp_monitor.traffic.recording",
+    "recording_async_client": "fp_monitor.traffic.recording",
+    "recording_client": "fp_monitor.traffic.recording",
 }
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config import Config
-from fp_monitor.errors import ExitCode
-from fp_monitor.history import History
-from fp_monitor.lockfile import Acceptance, accept_values, read_lock, write_lock
-from fp_monitor.models import Source
+from fp_monitor.config.settings import Config
+from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.models import Source
+from fp_monitor.store.history import History
+from fp_monitor.store.lockfile import Acceptance, accept_values, read_lock, write_lock
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, chain_hash, walk
-from fp_monitor.config import Config
-from fp_monitor.detect import detect
-from fp_monitor.errors import ChainBroken, ConfigError
+from fp_monitor.config.settings import Config
+from fp_monitor.domain.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, chain_hash, walk
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.errors import ChainBroken, ConfigError
+from fp_monitor.domain.models import ErrorKind, Source
 from fp_monitor.fileio import open_atomic
-from fp_monitor.history import (
+from fp_monitor.reading import missing_history, open_history
+from fp_monitor.store.history import (
     Appended,
     History,
     observation_from_row,
     parse_timestamp,
     timestamp,
 )
-from fp_monitor.models import ErrorKind, Source
-from fp_monitor.reading import missing_history, open_history
 
 EXPORT_VERSION = 1
 IMPORT_BATCH = 5000

@@ -9,18 +9,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from fp_monitor.config import Config, Target
-from fp_monitor.detect import detect
-from fp_monitor.errors import ConfigError, ExitCode, most_severe
-from fp_monitor.history import History
-from fp_monitor.learning import (
+from fp_monitor.config.settings import Config, Target
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.errors import ConfigError, ExitCode, most_severe
+from fp_monitor.domain.learning import (
     LearningSettings,
     LearningState,
     learning_state,
     samples_for_check,
 )
-from fp_monitor.lockfile import read_lock
-from fp_monitor.models import (
+from fp_monitor.domain.models import (
     ALL_SOURCES,
     CheckResult,
     FailOn,
@@ -31,7 +29,9 @@ from fp_monitor.models import (
     TargetFacts,
     TargetResult,
 )
-from fp_monitor.probe import DEFAULT_CONCURRENCY, probe
+from fp_monitor.probe.request import DEFAULT_CONCURRENCY, probe
+from fp_monitor.store.history import History
+from fp_monitor.store.lockfile import read_lock
 
 
 @dataclass(frozen=True)

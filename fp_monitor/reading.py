@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from fp_monitor.config import did_you_mean
-from fp_monitor.errors import ConfigError, HistoryError
-from fp_monitor.history import History
-from fp_monitor.learning import trust
-from fp_monitor.models import ALL_SOURCES, Recorded, Source, Window
-from fp_monitor.stats import TargetStats, target_stats
-from fp_monitor.timeline import Run, newest_runs, runs_newest_first
+from fp_monitor.config.settings import did_you_mean
+from fp_monitor.domain.errors import ConfigError, HistoryError
+from fp_monitor.domain.learning import trust
+from fp_monitor.domain.models import ALL_SOURCES, Recorded, Source, Window
+from fp_monitor.domain.stats import TargetStats, target_stats
+from fp_monitor.domain.timeline import Run, newest_runs, runs_newest_first
+from fp_monitor.store.history import History
 
 
 def read_runs(path: Path, target: str | None, window: Window, limit: int) -> list[Run]:

@@ -20,10 +20,12 @@ from types import FrameType
 from typing import Protocol
 
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config import Config
-from fp_monitor.errors import ExitCode, HistoryError, most_severe
-from fp_monitor.history import History
-from fp_monitor.metrics import (
+from fp_monitor.config.settings import Config
+from fp_monitor.domain.errors import ExitCode, HistoryError, most_severe
+from fp_monitor.domain.models import CheckResult
+from fp_monitor.domain.text import plural
+from fp_monitor.notify.dispatch import deliver, pending
+from fp_monitor.output.metrics import (
     Snapshot,
     SnapshotCollector,
     advance,
@@ -31,9 +33,7 @@ from fp_monitor.metrics import (
     serve,
     with_traffic,
 )
-from fp_monitor.models import CheckResult
-from fp_monitor.notify import deliver, pending
-from fp_monitor.render import plural
+from fp_monitor.store.history import History
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
-from fp_monitor.providers import PRESETS
+from fp_monitor.config.providers import PRESETS
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
 
 FPMON = shutil.which("fpmon", path=str(Path(sys.executable).parent)) or shutil.which("fpmon")
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from fp_monitor.audit import export_history, import_history, prune_history, verify_history
-from fp_monitor.chain import GENESIS_HASH, chain_hash
-from fp_monitor.config import Config
-from fp_monitor.detect import detect
-from fp_monitor.errors import ChainBroken, ConfigError, ExitCode, HistoryError
-from fp_monitor.history import MIGRATIONS, History, observation_row
-from fp_monitor.models import ABSENT, NULL, ErrorKind, Source, Status
+from fp_monitor.config.settings import Config
+from fp_monitor.domain.chain import GENESIS_HASH, chain_hash
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
+from fp_monitor.domain.models import ABSENT, NULL, ErrorKind, Source, Status
+from fp_monitor.store.history import MIGRATIONS, History, observation_row
 from tests.test_history import (
     EXPECTED_INDEXES,
     EXPECTED_SCHEMA,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.config import Config, load_config, parse_duration, parse_moment
-from fp_monitor.errors import ConfigError, ExitCode
-from fp_monitor.providers import PRESETS, Auth
+from fp_monitor.config.providers import PRESETS, Auth
+from fp_monitor.config.settings import Config, load_config, parse_duration, parse_moment
+from fp_monitor.domain.errors import ConfigError, ExitCode
 
 # The presets that DESIGN.md section 3 promises.
 DESIGN_PRESETS = (

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fp_monitor.detect import detect
-from fp_monitor.models import (
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     Change,

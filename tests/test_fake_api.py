@@ -23,8 +23,8 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from fp_monitor import fake_api
-from fp_monitor.fake_api import (
+from fp_monitor.devtools import fake_api
+from fp_monitor.devtools.fake_api import (
     ABSENT,
     FakeAPI,
     Fault,
@@ -682,7 +682,7 @@ def test_load_config_errors_name_the_file_and_key(tmp_path: Path, toml: str, mes
 def test_serve_runs_quietly_until_sigterm(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     code = (
-        "from fp_monitor.fake_api import FakeAPI, serve\n"
+        "from fp_monitor.devtools.fake_api import FakeAPI, serve\n"
         "serve(FakeAPI(), lambda url: print(url, flush=True))\n"
     )
     with subprocess.Popen(

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from fp_monitor.chain import CHAINED_COLUMNS
-from fp_monitor.detect import detect
-from fp_monitor.errors import ExitCode, HistoryError
-from fp_monitor.history import GENESIS_HASH, MIGRATIONS, History, chain_hash
-from fp_monitor.models import (
+from fp_monitor.domain.chain import CHAINED_COLUMNS
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.errors import ExitCode, HistoryError
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     ErrorKind,
@@ -32,6 +31,7 @@ from fp_monitor.models import (
     TargetResult,
     Usage,
 )
+from fp_monitor.store.history import GENESIS_HASH, MIGRATIONS, History, chain_hash
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 

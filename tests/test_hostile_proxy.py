@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
-from fp_monitor.models import Observation, Usage
-from fp_monitor.probe import completion_fields
-from fp_monitor.proxy import ProxyApp
-from fp_monitor.recording import Recorder, recording_client
-from fp_monitor.untrusted import parse_json
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.domain.models import Observation, Usage
+from fp_monitor.net.untrusted import parse_json
+from fp_monitor.probe.request import completion_fields
+from fp_monitor.traffic.proxy import ProxyApp
+from fp_monitor.traffic.recording import Recorder, recording_client
 
 UPSTREAM = "https://gw.example:8443/openai/v1?api-version=2024-10-21"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from fp_monitor import redact as redact_module
-from fp_monitor.config import load_config
-from fp_monitor.errors import ConfigError, ExitCode
-from fp_monitor.models import RAW_RESPONSE_LIMIT, Observation
-from fp_monitor.recording import Exchange, Recorder, RequestInfo
-from fp_monitor.redact import redact, register, scrub
+from fp_monitor.net import redact as redact_module
+from fp_monitor.config.settings import load_config
+from fp_monitor.domain.errors import ConfigError, ExitCode
+from fp_monitor.domain.models import RAW_RESPONSE_LIMIT, Observation
+from fp_monitor.net.redact import redact, register, scrub
+from fp_monitor.traffic.recording import Exchange, Recorder, RequestInfo
 
 KEY = "gw/CANARY+" + "0123456789abcdef" * 2
 """Not shaped like a provider's key: only its registration can hide it."""

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fp_monitor.detect import detect
-from fp_monitor.learning import (
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.learning import (
     LearningSettings,
     LearningState,
     estimate_converged,
@@ -23,7 +23,7 @@ from fp_monitor.learning import (
     unseen_estimate,
     unseen_probability,
 )
-from fp_monitor.models import (
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     FailOn,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fp_monitor.errors import ConfigError, ExitCode
-from fp_monitor.lockfile import HEADER, accept_values, read_lock, write_lock
-from fp_monitor.models import ABSENT, NULL, LockEntry
+from fp_monitor.domain.errors import ConfigError, ExitCode
+from fp_monitor.domain.models import ABSENT, NULL, LockEntry
+from fp_monitor.store.lockfile import HEADER, accept_values, read_lock, write_lock
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fp_monitor.config import Target
-from fp_monitor.history import History
-from fp_monitor.metrics import Snapshot, advance, exposition, load_snapshot, with_traffic
-from fp_monitor.models import (
+from fp_monitor.config.providers import Auth
+from fp_monitor.config.settings import Target
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     CheckResult,
@@ -21,7 +20,8 @@ from fp_monitor.models import (
     Status,
     TargetState,
 )
-from fp_monitor.providers import Auth
+from fp_monitor.output.metrics import Snapshot, advance, exposition, load_snapshot, with_traffic
+from fp_monitor.store.history import History
 from tests.test_history import T0, obs, record
 from tests.test_notify import target as target_result
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.config import (
+from fp_monitor.config.settings import (
     DEFAULT_NOTIFY_ON,
     Command,
     Config,
@@ -19,9 +19,8 @@ from fp_monitor.config import (
     WebhookFormat,
     load_config,
 )
-from fp_monitor.errors import ConfigError, ExitCode, NotifyError
-from fp_monitor.history import History
-from fp_monitor.models import (
+from fp_monitor.domain.errors import ConfigError, ExitCode, NotifyError
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     CheckResult,
@@ -31,8 +30,9 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.notify import Notification, events, payload, sample, send, webhook_body
-from fp_monitor.redact import redact
+from fp_monitor.net.redact import redact
+from fp_monitor.notify.dispatch import Notification, events, payload, sample, send, webhook_body
+from fp_monitor.store.history import History
 from tests.test_history import obs, record
 
 AT = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)

@@ -12,11 +12,11 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fp_monitor.config import TARGET_KEYS, TOP_KEYS, Config, load_config
-from fp_monitor.detect import detect
-from fp_monitor.errors import ConfigError, ExitCode
-from fp_monitor.models import ABSENT, NULL, Observation, Status, TargetFacts
-from fp_monitor.providers import PRESETS
+from fp_monitor.config.providers import PRESETS
+from fp_monitor.config.settings import TARGET_KEYS, TOP_KEYS, Config, load_config
+from fp_monitor.domain.detect import detect
+from fp_monitor.domain.errors import ConfigError, ExitCode
+from fp_monitor.domain.models import ABSENT, NULL, Observation, Status, TargetFacts
 
 KEYS = st.sampled_from([*TARGET_KEYS, *TOP_KEYS, "modle", "api_key", "x"])
 SCALARS = st.one_of(

@@ -14,10 +14,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from fp_monitor.errors import ConfigError
-from fp_monitor.fake_api import FakeAPI
-from fp_monitor.proxy import ProxyApp, end_to_end, in_clear, parse_listen, shown_upstream
-from fp_monitor.recording import Recorder
+from fp_monitor.devtools.fake_api import FakeAPI
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.traffic.proxy import ProxyApp, end_to_end, in_clear, parse_listen, shown_upstream
+from fp_monitor.traffic.recording import Recorder
 
 CHAT = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -133,7 +133,7 @@ def test_a_history_that_cannot_be_written_does_not_stop_the_traffic(
 ) -> None:
     not_a_directory = isolated / "file"
     not_a_directory.write_text("")
-    with caplog.at_level(logging.WARNING, "fp_monitor.recording"):
+    with caplog.at_level(logging.WARNING, "fp_monitor.traffic.recording"):
         (answer,), recorder = through_proxy(
             fake, not_a_directory / "history.db", ("POST", "/chat/completions", {"json": CHAT})
         )

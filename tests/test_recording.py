@@ -20,13 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from fp_monitor import recording
-from fp_monitor.errors import ConfigError, UnexpectedFingerprint
-from fp_monitor.history import History
-from fp_monitor.lockfile import write_lock
-from fp_monitor.models import ABSENT, NULL, LockEntry, Observation, Usage
-from fp_monitor.providers import provider_for_url
-from fp_monitor.recording import (
+from fp_monitor.config.providers import provider_for_url
+from fp_monitor.domain.errors import ConfigError, UnexpectedFingerprint
+from fp_monitor.domain.models import ABSENT, NULL, LockEntry, Observation, Usage
+from fp_monitor.store.history import History
+from fp_monitor.store.lockfile import write_lock
+from fp_monitor.traffic import recording
+from fp_monitor.traffic.recording import (
     MAX_EVENT_BYTES,
     Exchange,
     Recorder,
@@ -197,7 +197,7 @@ def test_a_json_answer_is_parsed_whole() -> None:
 
 
 def test_a_json_answer_over_the_limit_is_dropped_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fp_monitor.recording.MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr("fp_monitor.traffic.recording.MAX_BODY_BYTES", 1000)
     tap, fields = tap_all(JSON, b"{" + b" " * 600, b" " * 600 + b"}")
     assert "larger than" in fields and tap.body == b""
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fp_monitor import redact as redact_module
-from fp_monitor.redact import redact, register
+from fp_monitor.net import redact as redact_module
+from fp_monitor.net.redact import redact, register
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fp_monitor.models import (
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     Change,
@@ -22,7 +22,7 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.render import check_json, clean, make_console, render_check
+from fp_monitor.output.render import check_json, clean, make_console, render_check
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 WHEN = datetime(2026, 11, 2, 8, 14, 59, tzinfo=UTC)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fp_monitor.models import (
+from fp_monitor.domain.models import (
     NULL,
     Change,
     CheckResult,
@@ -16,7 +16,7 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.reports import junit_xml, markdown, publish, workflow_commands
+from fp_monitor.output.reports import junit_xml, markdown, publish, workflow_commands
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 

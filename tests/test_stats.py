@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fp_monitor.models import NULL, CheckRecord, Sample
-from fp_monitor.stats import SERVED_CHECKS, Cell, Share, percentile, target_stats
+from fp_monitor.domain.models import NULL, CheckRecord, Sample
+from fp_monitor.domain.stats import SERVED_CHECKS, Cell, Share, percentile, target_stats
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 S, N, X = Cell.SERVED, Cell.NOT_SERVED, Cell.NO_CHECK

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fp_monitor.models import CheckRecord
-from fp_monitor.timeline import Run, newest_runs, runs_newest_first
+from fp_monitor.domain.models import CheckRecord
+from fp_monitor.domain.timeline import Run, newest_runs, runs_newest_first
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 FAILED = None

@@ -25,11 +25,11 @@ from openai.types.chat import ChatCompletionMessageParam
 import fp_monitor
 from fp_monitor import UnexpectedFingerprint, UnexpectedFingerprintWarning
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config import load_config
-from fp_monitor.errors import ConfigError
-from fp_monitor.fake_api import ABSENT, FakeAPI, ModelBehaviour
-from fp_monitor.models import Observation, Source, Status
-from fp_monitor.recording import Recorder, RecordingAsyncClient, RecordingClient
+from fp_monitor.config.settings import load_config
+from fp_monitor.devtools.fake_api import ABSENT, FakeAPI, ModelBehaviour
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.models import Observation, Source, Status
+from fp_monitor.traffic.recording import Recorder, RecordingAsyncClient, RecordingClient
 from tests.conftest import Run
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hi"}]
@@ -394,7 +394,10 @@ def test_a_read_only_history_never_breaks_the_call(
     client.chat.completions.create(model="model-a", messages=MESSAGES)
     http.fpmon.flush()
     assert http.fpmon.recorded == 1
-    with read_only(history.parent), caplog.at_level(logging.WARNING, "fp_monitor.recording"):
+    with (
+        read_only(history.parent),
+        caplog.at_level(logging.WARNING, "fp_monitor.traffic.recording"),
+    ):
         assert client.chat.completions.create(model="model-a", messages=MESSAGES).choices
         chunks = list(client.chat.completions.create(model="slow", messages=MESSAGES, stream=True))
         assert len(chunks) == 3
@@ -418,7 +421,10 @@ def test_a_read_only_history_never_breaks_an_async_call_or_its_check(
             await asyncio.to_thread(http.fpmon.flush)
         return answer.choices[0].message.content or "", http.fpmon.errors
 
-    with read_only(history.parent), caplog.at_level(logging.WARNING, "fp_monitor.recording"):
+    with (
+        read_only(history.parent),
+        caplog.at_level(logging.WARNING, "fp_monitor.traffic.recording"),
+    ):
         content, errors = asyncio.run(main())
     assert content == "Hi" and errors == 2  # the check, then the record
     assert "could not check a response of target app" in caplog.text

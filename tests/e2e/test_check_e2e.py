@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import ABSENT, FakeAPI, Fault, ModelBehaviour
+from fp_monitor.devtools.fake_api import ABSENT, FakeAPI, Fault, ModelBehaviour
 from tests.conftest import Run
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from fp_monitor.fake_api import FakeAPI
+from fp_monitor.devtools.fake_api import FakeAPI
 from tests.conftest import Run
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.cli import app
-from fp_monitor.fake_api import FakeAPI
+from fp_monitor.cli.app import app
+from fp_monitor.devtools.fake_api import FakeAPI
 from tests.conftest import Run
 
 STATUSES = ("error", "first", "new", "changed", "same", "learned")
@@ -384,7 +384,7 @@ def run_check(*args, **kwargs):
     raise {exception}("bug while holding " + os.environ["FPMON_TEST_KEY"])
 
 fp_monitor.check.run_check = run_check
-from fp_monitor.cli import main
+from fp_monitor.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -428,7 +428,7 @@ def test_debug_shows_the_traceback_without_the_key(
     assert proc.returncode == 70
     lines = proc.stderr.splitlines()
     assert "Traceback (most recent call last):" in lines
-    assert any(re.match(r'\s+File ".*cli\.py", line \d+, in check$', line) for line in lines)
+    assert any(re.match(r'\s+File ".*cli/app\.py", line \d+, in check$', line) for line in lines)
     assert any(line.startswith("RuntimeError: bug while holding") for line in lines)
     assert lines[-1].startswith("fpmon: internal error: RuntimeError")
     assert CANARY not in proc.stderr + proc.stdout

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, Fault, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import FPMON, Run
 
 HISTORY = Path("xdg-data/fpmon/history.db")

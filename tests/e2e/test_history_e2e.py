@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config import load_config
-from fp_monitor.fake_api import FakeAPI, Fault, ModelBehaviour
+from fp_monitor.config.settings import load_config
+from fp_monitor.devtools.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import Run
 
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"

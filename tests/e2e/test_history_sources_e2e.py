@@ -12,7 +12,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 import fp_monitor
-from fp_monitor.fake_api import FakeAPI
+from fp_monitor.devtools.fake_api import FakeAPI
 from tests.conftest import Run
 
 A, B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"

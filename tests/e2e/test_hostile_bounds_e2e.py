@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
 from tests.conftest import FPMON, Run, config_text
 from tests.e2e.conftest import Spawn, wait_for
 from tests.e2e.test_metrics_e2e import metrics_url

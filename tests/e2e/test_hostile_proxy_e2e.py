@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
 from tests.conftest import FPMON, Run
 
 KEY = "sk-proj-hostile-proxy-0123456789abcdef"
@@ -288,7 +288,7 @@ def test_check_stores_a_lone_surrogate_escaped_beside_a_healthy_target(
 def test_check_stores_an_error_message_with_a_lone_surrogate(
     fpmon: Callable[..., Run], write_config: Callable[..., Path], isolated: Path
 ) -> None:
-    from fp_monitor.fake_api import Fault
+    from fp_monitor.devtools.fake_api import Fault
 
     with FakeAPI({"good": ModelBehaviour(["fp_good00001"], "good-1")}) as fake:
         message = {"error": {"message": f"no model {BAD} here", "type": "invalid_request_error"}}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, Fault, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import Run
 from tests.test_hostile_secrets import FORMS, KEY, answer
 

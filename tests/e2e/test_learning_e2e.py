@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour, Rollout
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour, Rollout
 from tests.conftest import Run
 
 A, B, C, D = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc", "fp_dddddddddd"

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fp_monitor.fake_api import ABSENT, FakeAPI, ModelBehaviour
+from fp_monitor.devtools.fake_api import ABSENT, FakeAPI, ModelBehaviour
 from tests.conftest import Run
 from tests.e2e.conftest import Spawn, wait_for
 

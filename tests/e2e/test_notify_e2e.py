@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, Fault
+from fp_monitor.devtools.fake_api import FakeAPI, Fault
 from tests.conftest import Run
 from tests.e2e.conftest import recorded
 

@@ -24,7 +24,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
 from tests.conftest import FPMON, Run
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hi"}]

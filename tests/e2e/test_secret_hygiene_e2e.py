@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
 from tests.conftest import Run
 
 CANARIES = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fp_monitor.fake_api import FakeAPI, Fault, ModelBehaviour
+from fp_monitor.devtools.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import FPMON, Run
 from tests.e2e.conftest import Spawn, recorded, wait_for
 

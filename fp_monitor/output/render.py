@@ -11,34 +11,40 @@ import csv
 import json
 import os
 import sys
-import unicodedata
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fp_monitor.config import Config, Target
-from fp_monitor.models import ABSENT, NULL, CheckResult, Recorded, Status, TargetResult
-from fp_monitor.providers import Auth
+from fp_monitor.config.settings import Config, key_status
+from fp_monitor.domain.models import (
+    CheckResult,
+    Recorded,
+    Status,
+    TargetResult,
+    fingerprint_columns,
+)
+from fp_monitor.domain.text import (
+    clean,
+    iso,
+    json_value,
+    json_values,
+    shorten,
+    show_duration,
+    show_latency,
+    show_value,
+    show_values,
+)
 
 if TYPE_CHECKING:
-    from fp_monitor.accept import AcceptResult
-    from fp_monitor.audit import Imported, Pruned, Verified
-    from fp_monitor.learning import Trust
-    from fp_monitor.stats import Share, TargetStats
-    from fp_monitor.timeline import Run
-    from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
+    from fp_monitor.domain.learning import Trust
+    from fp_monitor.domain.stats import Share, TargetStats
+    from fp_monitor.domain.timeline import Run
 
-CELL_LIMIT = 64
-RECENT_LINES = 8
 _PIPED_WIDTH = 100_000  # piped output never wraps a row, whatever the terminal width
 STATUS_STYLE = {
     Status.NEW: "bold red",
@@ -75,49 +81,7 @@ def make_console(file: IO[str] | None = None) -> Console:
     )
 
 
-def clean(text: str) -> str:
-    """Control and format characters (ESC, CR, bidi overrides...) shown as escapes."""
-    return "".join(
-        repr(ch)[1:-1] if ch != " " and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
-        for ch in text
-    )
-
-
-def shorten(text: str, limit: int = CELL_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def show_value(token: str) -> str:
-    """How a fingerprint or model token reads in a table."""
-    if token in (NULL, ABSENT):
-        return token
-    return '""' if token == "" else shorten(clean(token))
-
-
-def describe(target: TargetResult) -> str:
-    """One line: what changed (before -> now) or why the target failed; the accept hint."""
-    if target.status is Status.ERROR:
-        shown = sorted({f"{e.kind.value}: {clean(e.message)}" for e in target.errors})
-        return "; ".join(shown)
-    moves = [
-        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}" for c in target.changes
-    ] or [f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"]
-    text = "; ".join(moves)
-    if target.unexpected and target.status is Status.NEW:
-        text += f". If expected, accept it: fpmon accept {target.name}"
-    return text
-
-
-def show_values(tokens: Iterable[str] | None) -> str:
-    shown = [show_value(t) for t in tokens or ()]
-    return ", ".join(shown) if shown else "-"
-
-
-def show_latency(latency_ms: float | None) -> str:
-    return f"{latency_ms:.0f} ms" if latency_ms is not None else "-"
-
-
-def _when(moment: datetime | None) -> str:
+def show_when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
 
 
@@ -156,7 +120,7 @@ def diff_table(result: CheckResult) -> Table | None:
             Text(change.field),
             Text(show_values(change.before)),
             Text(show_values(change.now)),
-            Text(_when(change.before_first_seen)),
+            Text(show_when(change.before_first_seen)),
         )
     return table
 
@@ -201,20 +165,6 @@ def _print_errors(console: Console, target: TargetResult) -> None:
         lead = " " * len(lead)
 
 
-def json_value(token: str) -> str | None:
-    """The JSON contract: a null fingerprint is JSON null; absent is the string "<absent>"."""
-    return None if token == NULL else token
-
-
-def json_values(tokens: Iterable[str] | None) -> list[str | None] | None:
-    return None if tokens is None else [json_value(t) for t in tokens]
-
-
-def iso(moment: datetime) -> str:
-    """A time in the JSON contract: ISO 8601, UTC, with a Z."""
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def check_json(result: CheckResult) -> dict[str, Any]:
     return {
         "version": 1,
@@ -248,23 +198,13 @@ def check_json(result: CheckResult) -> dict[str, Any]:
     }
 
 
-def _key_status(target: Target) -> str:
-    from fp_monitor.probe import api_key, key_missing
-
-    if target.api_key_env is None or target.auth is Auth.NONE:
-        return "not needed"
-    if key_missing(target):
-        return "MISSING"
-    return "set" if api_key(target) else "not set (optional)"
-
-
 def targets_table(config: Config) -> Table:
     title = f"targets from {config.source or 'provider keys in the environment'}"
     table = _table(
         "target", "provider", "model", "endpoint", "key variable", "key", "samples", title=title
     )
     for target in config.targets:
-        key = _key_status(target)
+        key = key_status(target)
         table.add_row(
             Text(target.name + ("" if target.enabled else " (disabled)")),
             Text(target.provider),
@@ -290,7 +230,7 @@ def targets_json(config: Config) -> dict[str, Any]:
                 "model": t.model,
                 "endpoint": t.endpoint,
                 "api_key_env": t.api_key_env,
-                "key": _key_status(t),
+                "key": key_status(t),
                 "samples": t.samples,
                 "timeout": t.timeout,
                 "retries": t.retries,
@@ -299,30 +239,6 @@ def targets_json(config: Config) -> dict[str, Any]:
             for t in config.targets
         ],
     }
-
-
-def render_accept(lock_path: Path, result: AcceptResult) -> None:
-    """What accept added and removed per target (plain lines: people paste them in reviews)."""
-    for change in result.changes:
-        if not change.changed:
-            print(f"{clean(change.target)}: unchanged")
-            continue
-        for label, values in (
-            ("+ fingerprint", change.added),
-            ("- fingerprint", change.removed),
-            ("+ model", change.added_models),
-            ("- model", change.removed_models),
-        ):
-            for value in values:
-                print(f"{clean(change.target)}: {label} {show_value(value)}")
-    for name in result.never_succeeded:
-        print(
-            f"{clean(name)}: no successful check in the history yet: nothing to accept "
-            "(run `fpmon check` or `fpmon accept --probe`)",
-            file=sys.stderr,
-        )
-    if any(c.changed for c in result.changes):
-        print(f"wrote {lock_path}: review and commit it")
 
 
 # --- reading the history ----------------------------------------------------------------
@@ -383,8 +299,6 @@ def run_json(run: Run) -> dict[str, Any]:
 
 def observation_json(record: Recorded) -> dict[str, Any]:
     # Imported here: commands that never read the history do not load sqlite3.
-    from fp_monitor.history import fingerprint_columns
-
     o = record.observation
     return {
         "id": record.id,
@@ -425,8 +339,8 @@ def runs_table(runs: Sequence[Run]) -> Table:
             Text(clean(run.target)),
             Text(show_values(run.fingerprints), style="" if run.fingerprints else "red"),
             Text(show_values(run.models)),
-            Text(_when(run.first_seen)),
-            Text(_when(run.last_seen)),
+            Text(show_when(run.first_seen)),
+            Text(show_when(run.last_seen)),
             Text(str(run.checks)),
             Text(str(run.observations)),
             Text(str(run.errors), style="red" if run.errors else ""),
@@ -510,19 +424,6 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def show_duration(delta: timedelta | None) -> str:
-    """'3d 4h', '12m', '45s': the two largest units."""
-    if delta is None:
-        return "-"
-    seconds = int(delta.total_seconds())
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or (unit == "s" and not parts):
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return " ".join(parts[:2])
-
-
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{share:.1%}"
 
@@ -568,8 +469,8 @@ def timeline_title(stats: TargetStats) -> str:
     cells = len(timeline.rows[0].cells) if timeline.rows else 1
     per_cell = show_duration((timeline.end - timeline.start) / cells)
     return (
-        f"{clean(stats.target)}: fingerprints from {_when(timeline.start)} to "
-        f"{_when(timeline.end)}, {per_cell} per cell (█ served, · checked without it)"
+        f"{clean(stats.target)}: fingerprints from {show_when(timeline.start)} to "
+        f"{show_when(timeline.end)}, {per_cell} per cell (█ served, · checked without it)"
     )
 
 
@@ -698,140 +599,3 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
 
 
 # --- the audit trail --------------------------------------------------------------------
-
-
-def render_verified(verified: Verified) -> None:
-    print(f"verified {verified.records} records: the chain is intact")
-    print(f"head: record {verified.head_id}, hash {verified.head_hash}")
-    for c in verified.checkpoints:
-        when = c.created_at.strftime("%Y-%m-%d %H:%M UTC")
-        if c.kind.value == "prune":
-            print(f"checkpoint: {when} prune deleted {c.records} records up to record {c.after_id}")
-        else:
-            print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
-
-
-def render_imported(source: Path, history: Path, imported: Imported) -> None:
-    for problem in imported.invalid:
-        print(clean(problem), file=sys.stderr)
-    for line in imported.junctions:
-        print(
-            f"{source}:{line}: continues a chain that is not in this history (pruned, another "
-            "machine's, or records missing from the file): recorded as an import checkpoint",
-            file=sys.stderr,
-        )
-    print(
-        f"imported {imported.appended} records ({imported.checks} checks) into {history}; "
-        f"{imported.present} already present and {len(imported.invalid)} invalid lines skipped"
-    )
-
-
-def render_pruned(history: Path, pruned: Pruned) -> None:
-    verb = "would prune" if pruned.dry_run else "pruned"
-    print(
-        f"{verb} {pruned.observations} observations and {pruned.checks} checks older than "
-        f"{_when(pruned.cutoff)} from {history}; the known values and each target's latest "
-        "successful check are kept"
-    )
-    if not pruned.dry_run:
-        print(f"size: {_mib(pruned.size_before)} -> {_mib(pruned.size_after)}")
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def show_interval(seconds: float) -> str:
-    """5m, 2h, 30s: a watch interval as it is written on the command line."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size:g}{unit}"
-    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
-
-
-def watch_lines(result: CheckResult) -> list[str]:
-    """One plain line per target whose check changed something or had an error."""
-    stamp = result.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = []
-    for target in result.targets:
-        if target.status is Status.SAME and not target.errors:
-            continue
-        text = describe(target)
-        if target.errors and target.status is not Status.ERROR:
-            kinds = ", ".join(sorted({e.kind.value for e in target.errors}))
-            text += f"; {len(target.errors)} of {target.samples} samples failed ({kinds})"
-        lines.append(f"{stamp} {clean(target.name)} {target.status.value} {text}")
-    return lines
-
-
-def watch_view(
-    start: WatchStart, round_: WatchRound | None, recent: Iterable[str] = ()
-) -> RenderableType:
-    """The live table: the latest check of every target and the latest changes and errors."""
-    lead = f"fpmon watch: {', '.join(map(clean, start.targets))} every {show_interval(start.every)}"
-    if start.metrics_url:
-        lead += f"; metrics at {start.metrics_url}"
-    parts: list[RenderableType] = [Text(lead, style="bold")]
-    if round_ is None:
-        parts.append(Text("first check running…", style="dim"))
-    else:
-        when = f"check {round_.number} at {round_.result.checked_at:%H:%M:%S} UTC"
-        if round_.next_at is not None:
-            when += f"; next at {round_.next_at:%H:%M:%S} UTC"
-        parts += [Text(when, style="dim"), result_table(round_.result)]
-    if shown := list(recent):
-        parts += [Text(""), Text("recent changes and errors", style="bold")]
-        parts += [Text(line) for line in shown]
-    return Group(*parts)
-
-
-class _Lines:
-    """Piped (journald, a log file): a line per change or error, silence otherwise."""
-
-    def __init__(self, console: Console, err: Callable[[str], None]) -> None:
-        self.console = console
-        self.err = err
-
-    def started(self, start: WatchStart) -> None:
-        where = f"; metrics at {start.metrics_url}" if start.metrics_url else ""
-        targets = ", ".join(start.targets)
-        self.err(f"fpmon: watching {targets} every {show_interval(start.every)}{where}")
-
-    def checked(self, round_: WatchRound) -> None:
-        for line in watch_lines(round_.result):
-            self.console.print(Text(line))
-        for failure in round_.failures:
-            self.err(f"fpmon: warning: {failure}")
-
-
-class _LiveTable:
-    def __init__(self, live: Live, err: Callable[[str], None]) -> None:
-        self.live = live
-        self.err = err
-        self.recent: deque[str] = deque(maxlen=RECENT_LINES)
-        self.start: WatchStart | None = None
-
-    def started(self, start: WatchStart) -> None:
-        self.start = start
-        self.live.update(watch_view(start, None), refresh=True)
-
-    def checked(self, round_: WatchRound) -> None:
-        assert self.start is not None  # the watch starts before it checks
-        self.recent.extend(watch_lines(round_.result))
-        self.live.update(watch_view(self.start, round_, self.recent), refresh=True)
-        for failure in round_.failures:
-            self.err(f"fpmon: warning: {failure}")  # Live prints stderr above the table
-
-
-@contextmanager
-def watch_display(console: Console, err: Callable[[str], None]) -> Iterator[WatchObserver]:
-    """A live table on a terminal, plain lines otherwise; `err` prints a line on stderr."""
-    if not console.is_terminal:
-        yield _Lines(console, err)
-        return
-    with Live(console=console, auto_refresh=False) as live:
-        yield _LiveTable(live, err)

@@ -15,10 +15,10 @@ from typing import Any
 
 import tomli_w
 
-from fp_monitor.config import read_toml, target_section
-from fp_monitor.errors import ConfigError
+from fp_monitor.config.settings import read_toml, target_section
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.models import LockEntry
 from fp_monitor.fileio import write_atomic
-from fp_monitor.models import LockEntry
 
 LOCK_VERSION = 1
 HEADER = "# Accepted backend fingerprints. Written by `fpmon accept`; review and commit it.\n"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from fp_monitor.learning import Trust
-from fp_monitor.models import CheckRecord, Sample, Status
+from fp_monitor.domain.learning import Trust
+from fp_monitor.domain.models import CheckRecord, Sample, Status
 
 SERVED_CHECKS = 10
 """'Served now' is the values of the samples of this many latest successful checks."""

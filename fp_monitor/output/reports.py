@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+from fp_monitor.domain.models import CheckResult, Status
+from fp_monitor.domain.text import clean, describe, show_latency, show_values
 from fp_monitor.fileio import write_atomic
-from fp_monitor.models import CheckResult, Status
-from fp_monitor.render import clean, describe, show_latency, show_values
 
 
 def junit_xml(result: CheckResult) -> str:

@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.text import Text
 
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config import Config, Target
-from fp_monitor.errors import ExitCode
-from fp_monitor.fake_api import FakeAPI, ModelBehaviour
-from fp_monitor.learning import LearningSettings
-from fp_monitor.providers import PRESETS
-from fp_monitor.render import STATUS_MEANING, render_check
+from fp_monitor.config.providers import PRESETS
+from fp_monitor.config.settings import Config, Target
+from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.learning import LearningSettings
+from fp_monitor.output.render import STATUS_MEANING, render_check
 
 MODEL = "demo-model"
 RESOLVED = "demo-model-2026-11-01"

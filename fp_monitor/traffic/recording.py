@@ -17,7 +17,7 @@ Records are written by a background thread, in batches, so that the application 
 on the history; closing the client (or `client.fpmon.flush()`) waits until they are written,
 and so does the end of the program. Recording never breaks the application's request: any
 failure to record (a read-only history, a broken lock file, a bug) is logged on the
-`fp_monitor.recording` logger and counted in `client.fpmon.errors`. Request and response
+`fp_monitor.traffic.recording` logger and counted in `client.fpmon.errors`. Request and response
 headers are not stored (only a target's `track_headers`): the Authorization header and the
 API key cannot end up in the history or a log.
 """
@@ -54,12 +54,11 @@ import httpx2
 from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
 from fp_monitor.check import detect_target
-from fp_monitor.config import carries_credentials, load_config
-from fp_monitor.errors import ConfigError, HistoryError, UnexpectedFingerprint
-from fp_monitor.history import History
-from fp_monitor.learning import LearningSettings
-from fp_monitor.lockfile import read_lock
-from fp_monitor.models import (
+from fp_monitor.config.providers import provider_for_url
+from fp_monitor.config.settings import carries_credentials, load_config
+from fp_monitor.domain.errors import ConfigError, HistoryError, UnexpectedFingerprint
+from fp_monitor.domain.learning import LearningSettings
+from fp_monitor.domain.models import (
     NULL,
     TRAFFIC_STATUSES,
     ErrorKind,
@@ -69,8 +68,10 @@ from fp_monitor.models import (
     TargetResult,
     Usage,
 )
-from fp_monitor.notify import STATUS_EVENTS, Notification, deliver
-from fp_monitor.probe import (
+from fp_monitor.net.redact import redact, scrub
+from fp_monitor.net.untrusted import noting_escapes, parse_json
+from fp_monitor.notify.dispatch import STATUS_EVENTS, Notification, deliver
+from fp_monitor.probe.request import (
     MAX_BODY_BYTES,
     completion_fields,
     error_message,
@@ -78,9 +79,8 @@ from fp_monitor.probe import (
     request_id,
     status_error_kind,
 )
-from fp_monitor.providers import provider_for_url
-from fp_monitor.redact import redact, scrub
-from fp_monitor.untrusted import noting_escapes, parse_json
+from fp_monitor.store.history import History
+from fp_monitor.store.lockfile import read_lock
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from fp_monitor.models import (
+from fp_monitor.domain.models import (
     Change,
     FailOn,
     LockEntry,

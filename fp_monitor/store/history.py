@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from fp_monitor.chain import (
+from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
     Checkpoint,
@@ -30,12 +30,10 @@ from fp_monitor.chain import (
     Row,
     chain_hash,
 )
-from fp_monitor.errors import HistoryError
-from fp_monitor.models import (
-    ABSENT,
+from fp_monitor.domain.errors import HistoryError
+from fp_monitor.domain.models import (
     ALL_SOURCES,
     CHANGE_STATUSES,
-    NULL,
     TRAFFIC_STATUSES,
     CheckRecord,
     ErrorKind,
@@ -49,6 +47,8 @@ from fp_monitor.models import (
     TargetState,
     Usage,
     Window,
+    fingerprint_columns,
+    fingerprint_token,
 )
 
 BUSY_TIMEOUT_SECONDS = 60.0
@@ -216,26 +216,6 @@ def parse_timestamp(text: str) -> datetime:
     # fromisoformat reads this fixed format over 20 times faster than strptime, which
     # matters when a timeline parses thousands of rows.
     return datetime.fromisoformat(text)
-
-
-def fingerprint_columns(token: str | None) -> tuple[str | None, str | None]:
-    """Token -> (fingerprint, state): a person querying the file sees real NULLs and ''."""
-    if token is None:
-        return None, None
-    if token == NULL:
-        return None, "null"
-    if token == ABSENT:
-        return None, "absent"
-    return token, "empty" if token == "" else "value"
-
-
-def fingerprint_token(fingerprint: str | None, state: str | None) -> str | None:
-    """(fingerprint, state) -> token: the inverse of `fingerprint_columns`."""
-    if state == "null":
-        return NULL
-    if state == "absent":
-        return ABSENT
-    return fingerprint
 
 
 class History:

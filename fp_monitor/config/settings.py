@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import platformdirs
 
-from fp_monitor.errors import ConfigError
-from fp_monitor.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
-from fp_monitor.models import Event
-from fp_monitor.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
-from fp_monitor.redact import register
+from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
+from fp_monitor.domain.models import Event
+from fp_monitor.net.redact import register
 
 # Defaults live here and nowhere else.
 DEFAULT_SAMPLES = 3
@@ -682,3 +682,12 @@ def targets_from_environment() -> tuple[Target, ...]:
         for p in PRESETS.values()
         if p.key_env and p.default_model and os.environ.get(p.key_env)
     )
+
+
+def key_status(target: Target) -> str:
+    """What `fpmon targets` says of a target's key: read from the environment, never kept."""
+    if target.api_key_env is None or target.auth is Auth.NONE:
+        return "not needed"
+    if os.environ.get(target.api_key_env):
+        return "set"
+    return "MISSING" if target.auth in (Auth.BEARER, Auth.API_KEY) else "not set (optional)"

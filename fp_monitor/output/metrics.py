@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fp_monitor.config import Config, Target
-from fp_monitor.errors import ConfigError
+from fp_monitor.config.settings import Config, Target
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
+from fp_monitor.domain.text import clean, shorten
 from fp_monitor.fileio import write_atomic
-from fp_monitor.history import History
-from fp_monitor.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
-from fp_monitor.render import clean, shorten
+from fp_monitor.store.history import History
 
 # Label values for the fingerprint states a string cannot show.
 _LABELS = {NULL: "<null>", ABSENT: "<absent>", "": "<empty>"}

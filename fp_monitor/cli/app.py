@@ -17,15 +17,15 @@ import typer
 from typer.exceptions import TyperException
 
 from fp_monitor import __version__
-from fp_monitor.errors import ConfigError, ExitCode, FpmonError
-from fp_monitor.models import ALL_SOURCES, Event, FailOn, Source
-from fp_monitor.redact import redact
-from fp_monitor.render import clean
+from fp_monitor.domain.errors import ConfigError, ExitCode, FpmonError
+from fp_monitor.domain.models import ALL_SOURCES, Event, FailOn, Source
+from fp_monitor.domain.text import clean
+from fp_monitor.net.redact import redact
 
 if TYPE_CHECKING:
-    from fp_monitor.config import Target
-    from fp_monitor.models import CheckResult
-    from fp_monitor.recording import Recorder
+    from fp_monitor.config.settings import Target
+    from fp_monitor.domain.models import CheckResult
+    from fp_monitor.traffic.recording import Recorder
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 everything probed, nothing unexpected; 1 an unexpected change (per "
@@ -188,10 +188,10 @@ def check(
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
-    from fp_monitor.config import load_config
-    from fp_monitor.metrics import check_textfile, write_textfile
-    from fp_monitor.notify import notify_check
-    from fp_monitor.reports import publish
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.notify.dispatch import notify_check
+    from fp_monitor.output.metrics import check_textfile, write_textfile
+    from fp_monitor.output.reports import publish
 
     loaded = load_config(config, history=history, baseline=baseline)
     _warn_insecure(loaded.select(targets or []))
@@ -222,15 +222,15 @@ def check(
 
 def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
     if output_format is OutputFormat.JSON:
-        from fp_monitor.render import check_json
+        from fp_monitor.output.render import check_json
 
         print(json.dumps(check_json(result), indent=2))
     elif output_format is OutputFormat.MARKDOWN:
-        from fp_monitor.reports import markdown
+        from fp_monitor.output.reports import markdown
 
         print(markdown(result), end="")
     else:
-        from fp_monitor.render import make_console, render_check
+        from fp_monitor.output.render import make_console, render_check
 
         render_check(make_console(), result)
 
@@ -255,8 +255,8 @@ def accept(
     """Write the latest observed fingerprints and resolved models into the lock file."""
     from fp_monitor.accept import run_accept
     from fp_monitor.check import CheckOptions
-    from fp_monitor.config import load_config
-    from fp_monitor.render import render_accept
+    from fp_monitor.cli.display import render_accept
+    from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, baseline=baseline)
     result = run_accept(
@@ -271,7 +271,7 @@ def accept(
 
 
 def _duration(text: str) -> float:
-    from fp_monitor.config import parse_duration
+    from fp_monitor.config.settings import parse_duration
 
     try:
         return parse_duration(text)
@@ -340,8 +340,10 @@ def watch(
 ) -> int:
     """Check repeatedly; notify on changes and errors, serve Prometheus metrics."""
     from fp_monitor.check import CheckOptions
-    from fp_monitor.config import load_config
-    from fp_monitor.render import make_console, plural, watch_display
+    from fp_monitor.cli.display import watch_display
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.text import plural
+    from fp_monitor.output.render import make_console
     from fp_monitor.watch import WatchOptions, run_watch
 
     loaded = load_config(config, history=history, baseline=baseline)
@@ -378,8 +380,8 @@ def notify_test(
     event: Annotated[Event, typer.Option(help="The kind of sample event.")] = Event.NEW,
 ) -> int:
     """Send a sample event through one notifier (exit 3 when it fails)."""
-    from fp_monitor.config import load_config
-    from fp_monitor.notify import send_test
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.notify.dispatch import send_test
 
     notifier = send_test(load_config(config), name, event)
     print(f"sent a sample {event.value} event through {clean(notifier.name)}")
@@ -387,7 +389,7 @@ def notify_test(
 
 
 def _warn_insecure(targets: Sequence[Target]) -> None:
-    from fp_monitor.probe import sends_key_in_clear
+    from fp_monitor.probe.request import sends_key_in_clear
 
     for target in targets:
         if sends_key_in_clear(target):
@@ -400,8 +402,8 @@ def targets(
     as_json: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ) -> int:
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
-    from fp_monitor.config import load_config
-    from fp_monitor.render import make_console, targets_json, targets_table
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.output.render import make_console, targets_json, targets_table
 
     loaded = load_config(config)
     if as_json:
@@ -419,7 +421,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> int:
     """Write a starter fpmon.toml with a target for each provider key found in the environment."""
-    from fp_monitor.starter import write_starter_config
+    from fp_monitor.config.starter import write_starter_config
 
     found = write_starter_config(config, force=force)
     names = ", ".join(found) if found else "none (an openai target to fill in)"
@@ -431,8 +433,8 @@ def init(
 @app.command()
 def demo() -> int:
     """See fpmon work with no keys and no network: a built-in fake API and a temporary history."""
-    from fp_monitor.demo import run_demo
-    from fp_monitor.render import make_console
+    from fp_monitor.devtools.demo import run_demo
+    from fp_monitor.output.render import make_console
 
     return run_demo(make_console())
 
@@ -452,7 +454,7 @@ def fake_api(
     ] = None,
 ) -> int:
     """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
-    from fp_monitor.fake_api import FakeAPI, default_fleet, load_config, serve
+    from fp_monitor.devtools.fake_api import FakeAPI, default_fleet, load_config, serve
 
     fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
 
@@ -480,7 +482,7 @@ class ListFormat(StrEnum):
 
 
 def _moment(text: str) -> datetime:
-    from fp_monitor.config import parse_moment
+    from fp_monitor.config.settings import parse_moment
 
     try:
         return parse_moment(text, datetime.now(UTC))
@@ -527,10 +529,10 @@ def history_command(
     source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Show the timeline of fingerprint runs per target, or the raw observations."""
-    from fp_monitor.config import load_config
-    from fp_monitor.models import Window
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.models import Window
+    from fp_monitor.output.render import render_observations, render_runs
     from fp_monitor.reading import read_observations, read_runs
-    from fp_monitor.render import render_observations, render_runs
 
     loaded = load_config(config, history=history, require_targets=False)
     window = Window(since, until, source.sources)
@@ -553,9 +555,9 @@ def stats(
     source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Per target: values seen, the set served now with shares, changes, errors, latency."""
-    from fp_monitor.config import load_config
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.output.render import render_stats, stats_json
     from fp_monitor.reading import read_stats
-    from fp_monitor.render import render_stats, stats_json
 
     loaded = load_config(config, history=history, require_targets=False)
     now = datetime.now(UTC)
@@ -571,8 +573,8 @@ def stats(
 def verify(config: ConfigOption = None, history: HistoryOption = None) -> int:
     """Check the tamper-evident chain of the history; exit 1 at the first broken record."""
     from fp_monitor.audit import verify_history
-    from fp_monitor.config import load_config
-    from fp_monitor.render import render_verified
+    from fp_monitor.cli.display import render_verified
+    from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
     render_verified(verify_history(loaded.history))
@@ -592,7 +594,7 @@ def export(
 ) -> int:
     """Write the whole history as JSON lines, one observation with its chain fields per line."""
     from fp_monitor.audit import export_history
-    from fp_monitor.config import load_config
+    from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
     count = export_history(loaded.history, output, sys.stdout)
@@ -609,8 +611,8 @@ def import_command(
 ) -> int:
     """Append the records of an export file that the history does not hold yet (idempotent)."""
     from fp_monitor.audit import import_history
-    from fp_monitor.config import load_config
-    from fp_monitor.render import render_imported
+    from fp_monitor.cli.display import render_imported
+    from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
     render_imported(file, loaded.history, import_history(loaded.history, file))
@@ -636,8 +638,8 @@ def prune(
 ) -> int:
     """Delete old observations; the chain, the known values and the previous sets survive."""
     from fp_monitor.audit import prune_history
-    from fp_monitor.config import load_config
-    from fp_monitor.render import render_pruned
+    from fp_monitor.cli.display import render_pruned
+    from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
     pruned = prune_history(loaded, older_than, datetime.now(UTC), dry_run)
@@ -657,7 +659,7 @@ def proxy(
     history: HistoryOption = None,
 ) -> int:
     """Record the fingerprints of an application's own traffic: a local reverse proxy."""
-    from fp_monitor.proxy import (
+    from fp_monitor.traffic.proxy import (
         check_upstream,
         in_clear,
         is_loopback,

@@ -16,7 +16,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from fp_monitor.models import Observation
+from fp_monitor.domain.models import Observation
 
 ESCAPED_TAG = "fpmon.escaped"
 """Tag of a record: its fields (comma-separated) that hold a written-out surrogate escape."""

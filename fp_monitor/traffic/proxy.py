@@ -36,16 +36,16 @@ import httpx2
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from fp_monitor.errors import ConfigError
-from fp_monitor.recording import (
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.text import clean
+from fp_monitor.net.redact import redact
+from fp_monitor.traffic.recording import (
     TAGS_HEADER,
     Exchange,
     Recorder,
     RequestInfo,
     is_chat_completion,
 )
-from fp_monitor.redact import redact
-from fp_monitor.render import clean
 
 logger = logging.getLogger(__name__)
 

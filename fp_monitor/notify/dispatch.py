@@ -22,7 +22,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import (
+from fp_monitor.config.settings import (
     Command,
     Config,
     Notifier,
@@ -31,9 +31,8 @@ from fp_monitor.config import (
     carries_credentials,
     expand,
 )
-from fp_monitor.errors import NotifyError
-from fp_monitor.history import History
-from fp_monitor.models import (
+from fp_monitor.domain.errors import NotifyError
+from fp_monitor.domain.models import (
     Change,
     CheckResult,
     ErrorKind,
@@ -42,15 +41,16 @@ from fp_monitor.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.probe import (
+from fp_monitor.domain.text import clean, describe, iso, json_values, plural
+from fp_monitor.net.redact import redact, register
+from fp_monitor.probe.request import (
     RETRYABLE_STATUS,
     BodyTooLarge,
     error_message,
     post_once,
     retry_delay,
 )
-from fp_monitor.redact import redact, register
-from fp_monitor.render import clean, describe, iso, json_values, plural
+from fp_monitor.store.history import History
 
 PAYLOAD_VERSION = 1
 STATUS_EVENTS = {

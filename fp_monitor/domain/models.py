@@ -270,3 +270,23 @@ TRAFFIC_STATUSES = (Status.FIRST, Status.NEW, Status.LEARNED)
 """The statuses of a traffic check that notifications and metrics take like a probe's: each
 comes once per value. Not `changed`: one response is one sample, so it would flip with every
 response from a fleet that serves several values."""
+
+
+def fingerprint_columns(token: str | None) -> tuple[str | None, str | None]:
+    """Token -> (fingerprint, state): a person querying the file sees real NULLs and ''."""
+    if token is None:
+        return None, None
+    if token == NULL:
+        return None, "null"
+    if token == ABSENT:
+        return None, "absent"
+    return token, "empty" if token == "" else "value"
+
+
+def fingerprint_token(fingerprint: str | None, state: str | None) -> str | None:
+    """(fingerprint, state) -> token: the inverse of `fingerprint_columns`."""
+    if state == "null":
+        return NULL
+    if state == "absent":
+        return ABSENT
+    return fingerprint

@@ -21,17 +21,17 @@ from urllib.parse import urlsplit
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config import Target, expand
-from fp_monitor.models import (
+from fp_monitor.config.providers import Auth
+from fp_monitor.config.settings import Target, expand
+from fp_monitor.domain.models import (
     ABSENT,
     NULL,
     ErrorKind,
     Observation,
     Usage,
 )
-from fp_monitor.providers import Auth
-from fp_monitor.redact import register, scrub
-from fp_monitor.untrusted import noting_escapes, parse_json
+from fp_monitor.net.redact import register, scrub
+from fp_monitor.net.untrusted import noting_escapes, parse_json
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024

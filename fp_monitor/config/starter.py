@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fp_monitor.errors import ConfigError
+from fp_monitor.config.providers import PRESETS
+from fp_monitor.domain.errors import ConfigError
 from fp_monitor.fileio import write_atomic
-from fp_monitor.providers import PRESETS
 
 HEADER = """\
 # fpmon configuration. Reference: README.md ("Configuration"); every preset is shown in

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
-from fp_monitor.models import ERROR_MESSAGE_LIMIT, RAW_RESPONSE_LIMIT, Observation
+from fp_monitor.domain.models import ERROR_MESSAGE_LIMIT, RAW_RESPONSE_LIMIT, Observation
 
 _registered: set[str] = set()
 # Servers echo keys back in error messages ("Incorrect API key provided: sk-proj-abc..."), partly

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from fp_monitor.models import CheckRecord
+from fp_monitor.domain.models import CheckRecord
 
 
 @dataclass(frozen=True)

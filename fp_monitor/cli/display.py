@@ -1,0 +1,177 @@
+"""What the use cases' results look like on the command line: accept's changes, verify, import
+and prune summaries, and the watch display (a live table on a terminal, plain lines when piped).
+
+They belong to the CLI because they show results of the use cases; the generic tables and the
+JSON contracts they build on are in `fp_monitor.output`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from fp_monitor.accept import AcceptResult
+from fp_monitor.audit import Imported, Pruned, Verified
+from fp_monitor.domain.models import CheckResult, Status
+from fp_monitor.domain.text import clean, describe, show_interval, show_value
+from fp_monitor.output.render import result_table, show_when
+from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
+
+
+def render_accept(lock_path: Path, result: AcceptResult) -> None:
+    """What accept added and removed per target (plain lines: people paste them in reviews)."""
+    for change in result.changes:
+        if not change.changed:
+            print(f"{clean(change.target)}: unchanged")
+            continue
+        for label, values in (
+            ("+ fingerprint", change.added),
+            ("- fingerprint", change.removed),
+            ("+ model", change.added_models),
+            ("- model", change.removed_models),
+        ):
+            for value in values:
+                print(f"{clean(change.target)}: {label} {show_value(value)}")
+    for name in result.never_succeeded:
+        print(
+            f"{clean(name)}: no successful check in the history yet: nothing to accept "
+            "(run `fpmon check` or `fpmon accept --probe`)",
+            file=sys.stderr,
+        )
+    if any(c.changed for c in result.changes):
+        print(f"wrote {lock_path}: review and commit it")
+
+
+def render_verified(verified: Verified) -> None:
+    print(f"verified {verified.records} records: the chain is intact")
+    print(f"head: record {verified.head_id}, hash {verified.head_hash}")
+    for c in verified.checkpoints:
+        when = c.created_at.strftime("%Y-%m-%d %H:%M UTC")
+        if c.kind.value == "prune":
+            print(f"checkpoint: {when} prune deleted {c.records} records up to record {c.after_id}")
+        else:
+            print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
+
+
+def render_imported(source: Path, history: Path, imported: Imported) -> None:
+    for problem in imported.invalid:
+        print(clean(problem), file=sys.stderr)
+    for line in imported.junctions:
+        print(
+            f"{source}:{line}: continues a chain that is not in this history (pruned, another "
+            "machine's, or records missing from the file): recorded as an import checkpoint",
+            file=sys.stderr,
+        )
+    print(
+        f"imported {imported.appended} records ({imported.checks} checks) into {history}; "
+        f"{imported.present} already present and {len(imported.invalid)} invalid lines skipped"
+    )
+
+
+def render_pruned(history: Path, pruned: Pruned) -> None:
+    verb = "would prune" if pruned.dry_run else "pruned"
+    print(
+        f"{verb} {pruned.observations} observations and {pruned.checks} checks older than "
+        f"{show_when(pruned.cutoff)} from {history}; the known values and each target's latest "
+        "successful check are kept"
+    )
+    if not pruned.dry_run:
+        print(f"size: {_mib(pruned.size_before)} -> {_mib(pruned.size_after)}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+RECENT_LINES = 8
+
+
+def watch_lines(result: CheckResult) -> list[str]:
+    """One plain line per target whose check changed something or had an error."""
+    stamp = result.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = []
+    for target in result.targets:
+        if target.status is Status.SAME and not target.errors:
+            continue
+        text = describe(target)
+        if target.errors and target.status is not Status.ERROR:
+            kinds = ", ".join(sorted({e.kind.value for e in target.errors}))
+            text += f"; {len(target.errors)} of {target.samples} samples failed ({kinds})"
+        lines.append(f"{stamp} {clean(target.name)} {target.status.value} {text}")
+    return lines
+
+
+def watch_view(
+    start: WatchStart, round_: WatchRound | None, recent: Iterable[str] = ()
+) -> RenderableType:
+    """The live table: the latest check of every target and the latest changes and errors."""
+    lead = f"fpmon watch: {', '.join(map(clean, start.targets))} every {show_interval(start.every)}"
+    if start.metrics_url:
+        lead += f"; metrics at {start.metrics_url}"
+    parts: list[RenderableType] = [Text(lead, style="bold")]
+    if round_ is None:
+        parts.append(Text("first check running…", style="dim"))
+    else:
+        when = f"check {round_.number} at {round_.result.checked_at:%H:%M:%S} UTC"
+        if round_.next_at is not None:
+            when += f"; next at {round_.next_at:%H:%M:%S} UTC"
+        parts += [Text(when, style="dim"), result_table(round_.result)]
+    if shown := list(recent):
+        parts += [Text(""), Text("recent changes and errors", style="bold")]
+        parts += [Text(line) for line in shown]
+    return Group(*parts)
+
+
+class _Lines:
+    """Piped (journald, a log file): a line per change or error, silence otherwise."""
+
+    def __init__(self, console: Console, err: Callable[[str], None]) -> None:
+        self.console = console
+        self.err = err
+
+    def started(self, start: WatchStart) -> None:
+        where = f"; metrics at {start.metrics_url}" if start.metrics_url else ""
+        targets = ", ".join(start.targets)
+        self.err(f"fpmon: watching {targets} every {show_interval(start.every)}{where}")
+
+    def checked(self, round_: WatchRound) -> None:
+        for line in watch_lines(round_.result):
+            self.console.print(Text(line))
+        for failure in round_.failures:
+            self.err(f"fpmon: warning: {failure}")
+
+
+class _LiveTable:
+    def __init__(self, live: Live, err: Callable[[str], None]) -> None:
+        self.live = live
+        self.err = err
+        self.recent: deque[str] = deque(maxlen=RECENT_LINES)
+        self.start: WatchStart | None = None
+
+    def started(self, start: WatchStart) -> None:
+        self.start = start
+        self.live.update(watch_view(start, None), refresh=True)
+
+    def checked(self, round_: WatchRound) -> None:
+        assert self.start is not None  # the watch starts before it checks
+        self.recent.extend(watch_lines(round_.result))
+        self.live.update(watch_view(self.start, round_, self.recent), refresh=True)
+        for failure in round_.failures:
+            self.err(f"fpmon: warning: {failure}")  # Live prints stderr above the table
+
+
+@contextmanager
+def watch_display(console: Console, err: Callable[[str], None]) -> Iterator[WatchObserver]:
+    """A live table on a terminal, plain lines otherwise; `err` prints a line on stderr."""
+    if not console.is_terminal:
+        yield _Lines(console, err)
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        yield _LiveTable(live, err)
