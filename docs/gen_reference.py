@@ -28,8 +28,8 @@ from typing import Any
 
 import typer.main
 
-from fp_monitor.config import settings as fpconfig
 from fp_monitor.cli.app import app
+from fp_monitor.config import settings as fpconfig
 from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
 from fp_monitor.domain.errors import PRECEDENCE, ExitCode
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from fp_monitor.net import redact as redact_module
 from fp_monitor.config.settings import load_config
 from fp_monitor.domain.errors import ConfigError, ExitCode
 from fp_monitor.domain.models import RAW_RESPONSE_LIMIT, Observation
+from fp_monitor.net import redact as redact_module
 from fp_monitor.net.redact import redact, register, scrub
 from fp_monitor.traffic.recording import Exchange, Recorder, RequestInfo
 
