@@ -428,7 +428,7 @@ def test_debug_shows_the_traceback_without_the_key(
     assert proc.returncode == 70
     lines = proc.stderr.splitlines()
     assert "Traceback (most recent call last):" in lines
-    assert any(re.match(r'\s+File ".*cli/app\.py", line \d+, in check$', line) for line in lines)
+    assert any(re.match(r'\s+File ".*cli/gate\.py", line \d+, in check$', line) for line in lines)
     assert any(line.startswith("RuntimeError: bug while holding") for line in lines)
     assert lines[-1].startswith("fpmon: internal error: RuntimeError")
     assert CANARY not in proc.stderr + proc.stdout

@@ -1,0 +1,155 @@
+"""`fpmon check` and `fpmon accept`: the probe and the CI gate, and the lock it reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fp_monitor.cli.app import app
+from fp_monitor.cli.options import (
+    BaselineOption,
+    ConcurrencyOption,
+    ConfigOption,
+    FailOnOption,
+    HistoryOption,
+    OutputFormat,
+    SamplesOption,
+    SourceChoice,
+    SourceOption,
+    TargetsArgument,
+    stderr_line,
+    warn_insecure,
+)
+from fp_monitor.domain.errors import ConfigError, ExitCode
+from fp_monitor.domain.models import FailOn
+
+if TYPE_CHECKING:
+    from fp_monitor.domain.models import CheckResult
+
+
+@app.command()
+def check(
+    targets: TargetsArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="How to print the result.")
+    ] = OutputFormat.TABLE,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
+    ] = False,
+    samples: SamplesOption = None,
+    fail_on: FailOnOption = FailOn.NEW,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help="Report only: exit 0 instead of 1 or 3.")
+    ] = False,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Dry run: probe and compare, record nothing.")
+    ] = False,
+    locked: Annotated[
+        bool, typer.Option("--locked", help="A target with no lock entry is unexpected (exit 1).")
+    ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write a JUnit XML report here.", show_default=False),
+    ] = None,
+    concurrency: ConcurrencyOption = 32,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write Prometheus metrics here (node-exporter textfile, e.g. fpmon.prom).",
+            show_default=False,
+        ),
+    ] = None,
+    source: SourceOption = SourceChoice.ALL,
+) -> int:
+    """Probe targets, record every observation, show what changed, exit with a code for CI."""
+    from fp_monitor.check import CheckOptions, run_check
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.notify.dispatch import notify_check
+    from fp_monitor.output.metrics import check_textfile, write_textfile
+    from fp_monitor.output.reports import publish
+
+    loaded = load_config(config, history=history, baseline=baseline)
+    warn_insecure(loaded.select(targets or []))
+    if metrics_file is not None:
+        if no_record:
+            raise ConfigError("--metrics-file reads the recorded history: drop --no-record")
+        check_textfile(metrics_file)
+    options = CheckOptions(
+        samples=samples,
+        fail_on=fail_on,
+        exit_zero=exit_zero,
+        record=not no_record,
+        concurrency=concurrency,
+        locked=locked,
+        sources=source.sources,
+    )
+    result = run_check(loaded, targets or [], options)
+    publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)
+    if metrics_file is not None:
+        write_textfile(metrics_file, loaded, result)
+    for failure in notify_check(loaded, result):
+        stderr_line(f"fpmon: warning: {failure}")
+    if quiet and result.exit_code == ExitCode.OK:
+        return result.exit_code
+    _print_check(result, OutputFormat.JSON if as_json else output_format)
+    return result.exit_code
+
+
+def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
+    if output_format is OutputFormat.JSON:
+        from fp_monitor.output.render import check_json
+
+        print(json.dumps(check_json(result), indent=2))
+    elif output_format is OutputFormat.MARKDOWN:
+        from fp_monitor.output.reports import markdown
+
+        print(markdown(result), end="")
+    else:
+        from fp_monitor.output.render import make_console, render_check
+
+        render_check(make_console(), result)
+
+
+@app.command()
+def accept(
+    targets: TargetsArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Run a check first and accept what it saw.")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Make the lock equal to what was observed (default: add to it)."
+        ),
+    ] = False,
+    samples: SamplesOption = None,
+) -> int:
+    """Write the latest observed fingerprints and resolved models into the lock file."""
+    from fp_monitor.accept import run_accept
+    from fp_monitor.check import CheckOptions
+    from fp_monitor.cli.display import render_accept
+    from fp_monitor.config.settings import load_config
+
+    loaded = load_config(config, history=history, baseline=baseline)
+    result = run_accept(
+        loaded,
+        targets or [],
+        replace=replace,
+        probe_first=probe,
+        check_options=CheckOptions(samples=samples),
+    )
+    render_accept(loaded.baseline, result)
+    return result.exit_code

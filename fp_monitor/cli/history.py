@@ -1,0 +1,166 @@
+"""Reading and keeping the history: `fpmon history`, `stats`, `verify`, `export`, `import`,
+`prune`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fp_monitor.cli.app import app
+from fp_monitor.cli.options import (
+    MAX_COUNT,
+    ConfigOption,
+    HistoryOption,
+    ListFormat,
+    ShownSourceOption,
+    SourceChoice,
+    TargetArgument,
+    duration,
+    when_option,
+)
+from fp_monitor.domain.errors import ExitCode
+
+if TYPE_CHECKING:
+    pass
+
+
+@app.command("history")
+def history_command(
+    target: TargetArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    observations: Annotated[
+        bool, typer.Option("--observations", help="List the raw observations, not runs.")
+    ] = False,
+    since: Annotated[datetime | None, when_option("From this time on")] = None,
+    until: Annotated[datetime | None, when_option("Before this time")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_COUNT, help="Show the newest N (runs or rows).")
+    ] = 50,
+    output_format: Annotated[
+        ListFormat, typer.Option("--format", help="How to print it.")
+    ] = ListFormat.TABLE,
+    source: ShownSourceOption = SourceChoice.ALL,
+) -> int:
+    """Show the timeline of fingerprint runs per target, or the raw observations."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.models import Window
+    from fp_monitor.output.render import render_observations, render_runs
+    from fp_monitor.reading import read_observations, read_runs
+
+    loaded = load_config(config, history=history, require_targets=False)
+    window = Window(since, until, source.sources)
+    if observations:
+        records = read_observations(loaded.history, target, window, limit)
+        render_observations(records, output_format.value, sys.stdout)
+    else:
+        runs = read_runs(loaded.history, target, window, limit)
+        render_runs(runs, output_format.value, sys.stdout)
+    return ExitCode.OK
+
+
+@app.command()
+def stats(
+    since: Annotated[datetime, when_option("From this time on", default="30d")],
+    target: TargetArgument = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    source: ShownSourceOption = SourceChoice.ALL,
+) -> int:
+    """Per target: values seen, the set served now with shares, changes, errors, latency."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.output.render import render_stats, stats_json
+    from fp_monitor.reading import read_stats
+
+    loaded = load_config(config, history=history, require_targets=False)
+    now = datetime.now(UTC)
+    found = read_stats(loaded.history, target, since, now, source.sources)
+    if as_json:
+        print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
+    else:
+        render_stats(found, sys.stdout)
+    return ExitCode.OK
+
+
+@app.command()
+def verify(config: ConfigOption = None, history: HistoryOption = None) -> int:
+    """Check the tamper-evident chain of the history; exit 1 at the first broken record."""
+    from fp_monitor.audit import verify_history
+    from fp_monitor.cli.display import render_verified
+    from fp_monitor.config.settings import load_config
+
+    loaded = load_config(config, history=history, require_targets=False)
+    render_verified(verify_history(loaded.history))
+    return ExitCode.OK
+
+
+@app.command()
+def export(
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file (default: stdout).", show_default=False
+        ),
+    ] = None,
+) -> int:
+    """Write the whole history as JSON lines, one observation with its chain fields per line."""
+    from fp_monitor.audit import export_history
+    from fp_monitor.config.settings import load_config
+
+    loaded = load_config(config, history=history, require_targets=False)
+    count = export_history(loaded.history, output, sys.stdout)
+    if output is not None:
+        print(f"exported {count} records to {output}")
+    return ExitCode.OK
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A file written by `fpmon export` (- for stdin).")],
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+) -> int:
+    """Append the records of an export file that the history does not hold yet (idempotent)."""
+    from fp_monitor.audit import import_history
+    from fp_monitor.cli.display import render_imported
+    from fp_monitor.config.settings import load_config
+
+    loaded = load_config(config, history=history, require_targets=False)
+    render_imported(file, loaded.history, import_history(loaded.history, file))
+    return ExitCode.OK
+
+
+@app.command()
+def prune(
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            parser=duration,
+            metavar="DURATION",
+            help="Delete observations older than this (90d); default: the config's `retention`.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be deleted; delete nothing.")
+    ] = False,
+) -> int:
+    """Delete old observations; the chain, the known values and the previous sets survive."""
+    from fp_monitor.audit import prune_history
+    from fp_monitor.cli.display import render_pruned
+    from fp_monitor.config.settings import load_config
+
+    loaded = load_config(config, history=history, require_targets=False)
+    pruned = prune_history(loaded, older_than, datetime.now(UTC), dry_run)
+    render_pruned(loaded.history, pruned)
+    return ExitCode.OK

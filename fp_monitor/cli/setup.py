@@ -1,0 +1,87 @@
+"""Getting started: `fpmon targets`, `init`, `demo` and `fake-api`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fp_monitor.cli.app import app
+from fp_monitor.cli.options import (
+    ConfigOption,
+)
+from fp_monitor.domain.errors import ExitCode
+
+if TYPE_CHECKING:
+    pass
+
+
+@app.command()
+def targets(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
+) -> int:
+    """Show the resolved targets (preset + overrides) and which key variables are missing."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.output.render import make_console, targets_json, targets_table
+
+    loaded = load_config(config)
+    if as_json:
+        print(json.dumps(targets_json(loaded), indent=2))
+    else:
+        make_console().print(targets_table(loaded))
+    return ExitCode.OK
+
+
+@app.command()
+def init(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Where to write the config.")
+    ] = Path("fpmon.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> int:
+    """Write a starter fpmon.toml with a target for each provider key found in the environment."""
+    from fp_monitor.config.starter import write_starter_config
+
+    found = write_starter_config(config, force=force)
+    names = ", ".join(found) if found else "none (an openai target to fill in)"
+    print(f"wrote {config}; targets from provider keys in the environment: {names}")
+    print("next: `fpmon targets` to review them, then `fpmon check`")
+    return ExitCode.OK
+
+
+@app.command()
+def demo() -> int:
+    """See fpmon work with no keys and no network: a built-in fake API and a temporary history."""
+    from fp_monitor.devtools.demo import run_demo
+    from fp_monitor.output.render import make_console
+
+    return run_demo(make_console())
+
+
+@app.command("fake-api")
+def fake_api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="A fleet file (TOML): the models, fingerprints and faults to serve.",
+            show_default=False,
+        ),
+    ] = None,
+) -> int:
+    """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
+    from fp_monitor.devtools.fake_api import FakeAPI, default_fleet, load_config, serve
+
+    fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+
+    def ready(base_url: str) -> None:
+        print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
+
+    serve(fake, ready)
+    return ExitCode.OK
