@@ -202,6 +202,8 @@ TARGET_MEANING = {
     "learn_max": "Learning ends this long after the first successful observation, whatever the "
     "estimate.",
     "error_after": "Failed checks in a row before an `error` notification (1 to 1000).",
+    "remind": "A value left unaccepted is announced once (its `new` notification); with "
+    '`remind = "24h"`, again every 24h while it stays unaccepted.',
 }
 
 NOTIFY_MEANING = {
@@ -277,6 +279,7 @@ def _target_defaults() -> dict[str, str]:
         "learn_min_samples": lambda: str(t.learning.min_samples),
         "learn_unseen": lambda: str(t.learning.unseen),
         "learn_max": lambda: _duration(t.learning.max_age),
+        "remind": lambda: "none (announce once)" if t.remind is None else _duration(t.remind),
     }
     return {
         key: read[key]() if key in read else _toml(getattr(t, key)) for key in fpconfig.TARGET_KEYS

@@ -47,34 +47,55 @@ class CheckOptions:
     """Whose observations make the known and previous sets: probes, traffic, or both."""
 
 
-def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
-    """Probe the named targets (all enabled when none), record every observation, detect."""
+@dataclass(frozen=True)
+class Plan:
+    """What a check will probe, known before the history is opened or a request is sent."""
+
+    targets: tuple[Target, ...]
+    lock: Mapping[str, LockEntry]
+
+
+def plan_check(config: Config, names: Sequence[str]) -> Plan:
+    """The named targets (all enabled when none) and the lock: a usage error here stops the
+    check before anything is opened, written or spent."""
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
-    lock = read_lock(config.baseline)  # a broken lock stops everything before any request
+    return Plan(tuple(targets), read_lock(config.baseline))
+
+
+def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
+    """Probe the named targets (all enabled when none), record every observation, detect."""
+    plan = plan_check(config, names)
     # The history is opened before any request: when it cannot be used, nothing is spent.
     if options.record:
-        history: History | None = History.open(config.history)
-    else:
-        history = History.open_readonly(config.history)
+        with History.open(config.history) as history:
+            return run_plan(plan, options, history)
+    readonly = History.open_readonly(config.history)
     try:
-        counts = [_samples(t, history, lock, options) for t in targets]
-        observations = probe(targets, counts, concurrency=options.concurrency)
-        checked_at = datetime.now(UTC)
-        check_id = uuid.uuid4().hex
-        if options.record and history is not None:
-            # Detection reads the facts inside the transaction that records its result, so
-            # two processes checking one target at once see each other's values.
-            with history.write():
-                results = _detect_all(history, lock, targets, observations, options, checked_at)
-                for result, target_observations in zip(results, observations, strict=True):
-                    history.append_check(check_id, checked_at, result, target_observations)
-        else:
-            results = _detect_all(history, lock, targets, observations, options, checked_at)
+        return run_plan(plan, options, readonly)
     finally:
-        if history is not None:
-            history.close()
+        if readonly is not None:
+            readonly.close()
+
+
+def run_plan(plan: Plan, options: CheckOptions, history: History | None) -> CheckResult:
+    """Probe, then detect and (options.record) record in one write transaction of `history`
+    (None: a dry run with no history yet)."""
+    targets, lock = list(plan.targets), plan.lock
+    counts = [_samples(t, history, lock, options) for t in targets]
+    observations = probe(targets, counts, concurrency=options.concurrency)
+    checked_at = datetime.now(UTC)
+    check_id = uuid.uuid4().hex
+    if options.record and history is not None:
+        # Detection reads the facts inside the transaction that records its result, so
+        # two processes checking one target at once see each other's values.
+        with history.write():
+            results = _detect_all(history, lock, targets, observations, options, checked_at)
+            for result, target_observations in zip(results, observations, strict=True):
+                history.append_check(check_id, checked_at, result, target_observations)
+    else:
+        results = _detect_all(history, lock, targets, observations, options, checked_at)
     return CheckResult(
         check_id=check_id,
         checked_at=checked_at,
@@ -123,6 +144,7 @@ def _detect_all(
             checked_at=checked_at,
             locked=options.locked,
             fail_on=options.fail_on,
+            remind=target.remind,
         )
         for target, target_observations in zip(targets, observations, strict=True)
     ]
@@ -139,6 +161,7 @@ def detect_target(
     checked_at: datetime,
     locked: bool = False,
     fail_on: FailOn = FailOn.NEW,
+    remind: float | None = None,
 ) -> TargetResult:
     """Detection for one target's check, learning included: what a probe's check and each
     recorded response of the application's traffic both go through."""
@@ -155,6 +178,8 @@ def detect_target(
         locked=locked,
         learning=before.learning,
         fail_on=fail_on,
+        remind=remind,
+        checked_at=checked_at,
     )
     after = _learning(settings, facts, entry, checked_at, before, observations)
     learns = settings.enabled and entry is None

@@ -1,4 +1,5 @@
-"""`fpmon watch`: `run_check` on a schedule, with notifications and Prometheus metrics.
+"""`fpmon watch`: the check round (see pipeline.py) on a schedule, with notifications and
+Prometheus metrics.
 
 Stopping: SIGTERM and SIGINT raise `Stop` in the main thread wherever it is, so a probe in
 flight is abandoned at once (a write transaction it had begun rolls back) and every check
@@ -19,20 +20,13 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Protocol
 
-from fp_monitor.check import CheckOptions, run_check
+from fp_monitor.check import CheckOptions
 from fp_monitor.config.settings import Config
 from fp_monitor.domain.errors import ExitCode, HistoryError, most_severe
 from fp_monitor.domain.models import CheckResult
 from fp_monitor.domain.text import plural
-from fp_monitor.notify.dispatch import deliver, pending
-from fp_monitor.output.metrics import (
-    Snapshot,
-    SnapshotCollector,
-    advance,
-    load_snapshot,
-    serve,
-    with_traffic,
-)
+from fp_monitor.output.metrics import Snapshot, SnapshotCollector, serve
+from fp_monitor.pipeline import check_round, read_metrics, send
 from fp_monitor.store.history import History
 
 
@@ -108,42 +102,30 @@ def run_watch(
                 # Opened for writing before the first probe: an unusable history stops the
                 # watch at once instead of after a round of requests.
                 with History.open(config.history) as history:
-                    collector.snapshot = load_snapshot(history, targets, options.every)
+                    collector.snapshot = read_metrics(history, targets, options.every)
                 observer.started(WatchStart(tuple(t.name for t in targets), options.every, url))
                 next_start = time.monotonic()
                 while options.count is None or checks < options.count:
                     time.sleep(max(0.0, next_start - time.monotonic()))
                     started = time.monotonic()
-                    result = run_check(config, names, options.check)
+                    round_ = check_round(config, names, options.check, metrics=collector.snapshot)
+                    collector.snapshot = round_.metrics or collector.snapshot
                     # Counted once recorded: a stop during the notifications that follow must
                     # not say this check did not happen.
                     checks += 1
-                    worst = most_severe([worst, ExitCode(result.exit_code)])
-                    failures = _after_check(config, collector, result)
+                    worst = most_severe([worst, ExitCode(round_.result.exit_code)])
+                    failures = send(config, round_)
                     # Start to start: a slow check does not push every later one back.
                     next_start = started + jittered(options.every, options.jitter)
                     last = options.count is not None and checks >= options.count
                     next_at = None if last else _at(next_start)
-                    observer.checked(WatchRound(checks, result, failures, next_at))
+                    observer.checked(WatchRound(checks, round_.result, failures, next_at))
         except Stop as stop:
             code = ExitCode.OK if stop.signal is signal.SIGTERM else ExitCode.INTERRUPTED
             return WatchSummary(code, checks, stop.signal.name)
         except HistoryError as exc:
             raise HistoryError(f"{exc}; the watch stopped after {plural(checks, 'check')}") from exc
     return WatchSummary(worst, checks)
-
-
-def _after_check(
-    config: Config, collector: SnapshotCollector, result: CheckResult
-) -> tuple[str, ...]:
-    """Advance the metrics and send the notifications of a recorded check; the notifiers that
-    failed, one line each."""
-    with History.open(config.history) as history:
-        notifications = pending(history, config, result)
-        served = {t.name: history.served(t.name, result.check_id) for t in result.targets}
-        snapshot = advance(collector.snapshot, result, served)
-        collector.snapshot = with_traffic(snapshot, history)
-    return tuple(deliver(config, notifications))
 
 
 @contextmanager

@@ -530,3 +530,43 @@ def test_order_of_observations_never_changes_the_result(data: st.DataObject) -> 
     first = run(observations, history, **kwargs)
     again = run(list(shuffled), history, **kwargs)
     assert _comparable(first) == _comparable(again)
+
+
+# --- news: a `new` announces its values once (and again with `remind`) ----------------------
+
+HOUR = 3600.0
+ROLLED_AT = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def rolled_out(previous_at: datetime | None) -> TargetFacts:
+    """Locked to fp_a; fp_r was recorded (and announced) at ROLLED_AT and is still unaccepted."""
+    first_seen = {("fingerprint", "fp_r"): ROLLED_AT, ("model", "m-1"): DAY1}
+    return dataclasses.replace(facts({"fp_r"}, first_seen=first_seen), previous_at=previous_at)
+
+
+def test_a_value_recorded_for_the_first_time_is_news() -> None:
+    result = run([obs("fp_r")], facts({"fp_a"}), lock=lock({"fp_a"}))
+    assert result.status is Status.NEW and result.news
+
+
+def test_a_value_announced_before_is_new_but_not_news() -> None:
+    later = ROLLED_AT.replace(hour=11)
+    result = run([obs("fp_r")], rolled_out(later), lock=lock({"fp_a"}), checked_at=later)
+    assert result.status is Status.NEW and result.unexpected and not result.news
+
+
+@pytest.mark.parametrize(
+    ("previous_hours", "now_hours", "due"),
+    [(23, 23.5, False), (23, 24, True), (24, 25, False), (47, 48.5, True), (1, 49, True)],
+)
+def test_remind_is_due_once_per_interval(
+    previous_hours: float, now_hours: float, due: bool
+) -> None:
+    def at(hours: float) -> datetime:
+        return datetime.fromtimestamp(ROLLED_AT.timestamp() + hours * HOUR, UTC)
+
+    history = rolled_out(at(previous_hours))
+    result = run(
+        [obs("fp_r")], history, lock=lock({"fp_a"}), remind=24 * HOUR, checked_at=at(now_hours)
+    )
+    assert result.news is due

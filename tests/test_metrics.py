@@ -20,7 +20,8 @@ from fp_monitor.domain.models import (
     Status,
     TargetState,
 )
-from fp_monitor.output.metrics import Snapshot, advance, exposition, load_snapshot, with_traffic
+from fp_monitor.output.metrics import Snapshot, advance, exposition
+from fp_monitor.pipeline import read_metrics, with_traffic_since
 from fp_monitor.store.history import History
 from tests.test_history import T0, obs, record
 from tests.test_notify import target as target_result
@@ -106,7 +107,7 @@ def test_load_snapshot_reads_the_history(tmp_path: Path) -> None:
         record(history, [obs(NULL, ABSENT), obs("")], at=T0 + timedelta(minutes=2))
         last = T0 + timedelta(minutes=3)
         record(history, [obs(error=ErrorKind.TIMEOUT, latency=None)], at=last)
-        snapshot = load_snapshot(history, [GROK], interval=60.0)
+        snapshot = read_metrics(history, [GROK], interval=60.0)
         other = history.state("nobody")
     state = snapshot.states["grok"]
     assert state.last_checked_at == last and state.last_ok is False
@@ -142,16 +143,16 @@ def test_traffic_counts_its_once_per_value_statuses_and_not_the_probe_gauges(
     minute = timedelta(minutes=1)
     with History.open(tmp_path / "h.db") as history:
         record(history, [obs("fp_a", latency=100.0), obs("fp_b")], at=T0)  # first
-        snapshot = load_snapshot(history, [GROK])
-        assert with_traffic(snapshot, history) == snapshot  # nothing new yet
+        snapshot = read_metrics(history, [GROK])
+        assert with_traffic_since(history, snapshot) == snapshot  # nothing new yet
         for n, fingerprint in enumerate(["fp_a", "fp_b", "fp_c", "fp_c"], start=1):
             record(history, [obs(fingerprint, latency=9.0)], at=T0 + n * minute, source=TRAFFIC)
         record(history, [obs("fp_x", target="other")], target="other", source=TRAFFIC)
         statuses = [s for (s,) in history._db.execute("SELECT status FROM checks ORDER BY id")]
         assert statuses == ["first", "same", "changed", "new", "same", "first"]
-        live = with_traffic(snapshot, history)
-        assert with_traffic(live, history) == live  # each traffic check counted once
-        reloaded = load_snapshot(history, [GROK])
+        live = with_traffic_since(history, snapshot)
+        assert with_traffic_since(history, live) == live  # each traffic check counted once
+        reloaded = read_metrics(history, [GROK])
     for state in (live.states["grok"], reloaded.states["grok"]):
         assert state.status_counts.get("new") == 1 and "changed" not in state.status_counts
         assert state.last_change_at == T0 + 3 * minute

@@ -493,3 +493,28 @@ def test_a_stream_that_never_shows_a_fingerprint_is_judged_at_its_end(
     assert (info.value.field, info.value.now) == ("fingerprint", "<absent>")
     http.close()
     assert [r["status"] for r in rows(history, "SELECT status FROM checks")] == ["first", "new"]
+
+
+def test_an_unaccepted_value_in_traffic_is_announced_once(
+    fake: FakeAPI, history: Path, isolated: Path, write_config: Callable[..., Path]
+) -> None:
+    """With a lock, every response of a rolled-out value is `new` until `fpmon accept`; its
+    notification goes out for the first response only."""
+    config = write_config(fake.base_url, app={"model": "model-a"})
+    (config.parent / "fpmon.lock").write_text(
+        'version = 1\n[targets.app]\nfingerprints = ["fp_aaaaaaaaaa"]\nmodels = ["model-a-2026"]\n'
+    )
+    out = isolated / "notified.txt"
+    write = f"open({str(out)!r}, 'a').write(os.environ['FPMON_NOW'] + '\\n')"
+    run = json.dumps([sys.executable, "-c", "import os; " + write])
+    config.write_text(config.read_text() + f'[notify.log]\ntype = "command"\nrun = {run}\n')
+    fake.rotate("model-a", ["fp_rollout001"])
+    http = fp_monitor.recording_client("app", history=history)
+    client = sdk(fake, http)
+    for _ in range(4):
+        client.chat.completions.create(model="model-a", messages=MESSAGES)
+        http.fpmon.flush()
+    http.close()
+    assert out.read_text().splitlines() == ["fp_rollout001"]
+    statuses = [r["status"] for r in rows(history, "SELECT status FROM checks")]
+    assert statuses == ["new"] * 4

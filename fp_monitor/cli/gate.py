@@ -72,11 +72,10 @@ def check(
     source: SourceOption = SourceChoice.ALL,
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
-    from fp_monitor.check import CheckOptions, run_check
+    from fp_monitor.check import CheckOptions
     from fp_monitor.config.settings import load_config
-    from fp_monitor.notify.dispatch import notify_check
-    from fp_monitor.output.metrics import check_textfile, write_textfile
-    from fp_monitor.output.reports import publish
+    from fp_monitor.output.metrics import check_textfile
+    from fp_monitor.pipeline import Reports, check_round, send
 
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
@@ -93,12 +92,11 @@ def check(
         locked=locked,
         sources=source.sources,
     )
-    result = run_check(loaded, targets or [], options)
-    publish(result, junit=junit, environ=os.environ, stdout=sys.stdout)
-    if metrics_file is not None:
-        write_textfile(metrics_file, loaded, result)
-    for failure in notify_check(loaded, result):
+    reports = Reports(os.environ, sys.stdout, junit=junit, metrics_file=metrics_file)
+    round_ = check_round(loaded, targets or [], options, reports=reports)
+    for failure in send(loaded, round_):
         stderr_line(f"fpmon: warning: {failure}")
+    result = round_.result
     if quiet and result.exit_code == ExitCode.OK:
         return result.exit_code
     _print_check(result, OutputFormat.JSON if as_json else output_format)

@@ -85,6 +85,7 @@ TARGET_KEYS = (
     "learn_unseen",
     "learn_max",
     "error_after",
+    "remind",
 )
 TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify")
 _NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
@@ -174,6 +175,8 @@ class Target:
     learning: LearningSettings = field(default_factory=LearningSettings)
     error_after: int = DEFAULT_ERROR_AFTER
     """Consecutive failed checks before an `error` notification goes out."""
+    remind: float | None = None
+    """Seconds between repeated `new` notifications of a value left unaccepted; None: one."""
 
     @property
     def endpoint(self) -> str:
@@ -553,6 +556,7 @@ def _build_target(name: str, read: _Reader) -> Target:
         api_version=api_version,
         learning=learning,
         error_after=read.integer("error_after", DEFAULT_ERROR_AFTER, 1, 1000),
+        remind=read.duration("remind", 0.0, allow_zero=True) or None,
     )
 
 

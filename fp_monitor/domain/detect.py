@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from datetime import datetime
 
 from fp_monitor.domain.models import (
     Change,
@@ -32,6 +33,8 @@ def detect(
     locked: bool = False,
     learning: bool = False,
     fail_on: FailOn = FailOn.NEW,
+    remind: float | None = None,
+    checked_at: datetime | None = None,
 ) -> TargetResult:
     """Classify one target's check (see DESIGN.md 3, Detection). `learning`: the target is
     still learning its served set (decided from the state before this check), so a value
@@ -77,6 +80,11 @@ def detect(
             before = facts.previous_headers.get(header, frozenset())
             changes += _change(name, f"header {header}", before, frozenset(values), facts)
     latencies = [o.latency_ms for o in ok if o.latency_ms is not None]
+    unexpected_values = {(FINGERPRINT, v) for v in fingerprints - known} | {
+        (MODEL, v) for v in models - known_models
+    }
+    if locked and lock is None:  # nothing is accepted: every value is the news
+        unexpected_values = {(FINGERPRINT, v) for v in fingerprints} | {(MODEL, v) for v in models}
     return TargetResult(
         name=name,
         status=status,
@@ -93,7 +101,27 @@ def detect(
         changes=tuple(changes),
         headers={h: tuple(sorted(v)) for h, v in sorted(headers.items())},
         in_lock=lock is not None,
+        news=_news(unexpected_values, facts, remind, checked_at),
     )
+
+
+def _news(
+    values: set[tuple[str, str]],
+    facts: TargetFacts,
+    remind: float | None,
+    checked_at: datetime | None,
+) -> bool:
+    """Whether the unexpected `values` are news: one of them was never recorded before, or
+    (with `remind`) a multiple of `remind` seconds since the last of them was first recorded
+    has passed between the previous check and this one."""
+    seen = [facts.first_seen.get(value) for value in values]
+    if not seen or None in seen:
+        return True
+    if remind is None or checked_at is None or facts.previous_at is None:
+        return False
+    announced = max(at for at in seen if at is not None)
+    periods_then = (facts.previous_at - announced).total_seconds() // remind
+    return (checked_at - announced).total_seconds() // remind > periods_then
 
 
 def _status(

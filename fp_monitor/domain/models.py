@@ -126,6 +126,8 @@ class TargetFacts:
     """Successful samples per fingerprint token over the target's whole history."""
     latest_learning: bool | None = None
     """The learning state the latest learning check left; None: the target never learned."""
+    previous_at: datetime | None = None
+    """When the previous check (see previous_fingerprints) was made."""
 
     @property
     def learning_ended(self) -> bool:
@@ -174,6 +176,11 @@ class TargetResult:
     (learning = false, or a lock entry)."""
     unseen_estimate: float | None = None
     """After this check: Good-Turing estimate of the share served by values never seen."""
+    news: bool = True
+    """A `new` status announces its values: at least one was first recorded in this check, or
+    a `remind` interval has passed since the last of them was. False: every unexpected value
+    was announced by an earlier check, so notifiers stay quiet (the status and exit code do
+    not change: CI keeps failing until `fpmon accept`)."""
 
 
 @dataclass(frozen=True)

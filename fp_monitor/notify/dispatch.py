@@ -33,6 +33,7 @@ from fp_monitor.config.settings import (
 )
 from fp_monitor.domain.errors import NotifyError
 from fp_monitor.domain.models import (
+    TRAFFIC_STATUSES,
     Change,
     CheckResult,
     ErrorKind,
@@ -98,13 +99,26 @@ def events(
             # Only a streak that was notified is worth a `recovered`.
             if failed >= threshold:
                 found.append((Event.RECOVERED, failed))
-            if (event := STATUS_EVENTS.get(target.status)) is not None:
+            if (event := STATUS_EVENTS.get(target.status)) is not None and target.news:
                 found.append((event, 0))
         notifications += [
             Notification(event, target, result.check_id, result.checked_at, history, count)
             for event, count in found
         ]
     return notifications
+
+
+def traffic_events(
+    target: TargetResult, check_id: str, checked_at: datetime, history: Path
+) -> list[Notification]:
+    """The notifications of one recorded response of an application's traffic: only `new` and
+    `learned` (TRAFFIC_STATUSES), and a `new` only when it is news. Not `changed`, `error` or
+    `recovered`: an application's own requests say little of the backend's flaps and failures,
+    so these stay the probes'."""
+    if target.status not in TRAFFIC_STATUSES or not target.news:
+        return []
+    event = STATUS_EVENTS.get(target.status)
+    return [] if event is None else [Notification(event, target, check_id, checked_at, history)]
 
 
 def pending(history: History, config: Config, result: CheckResult) -> list[Notification]:
@@ -114,15 +128,6 @@ def pending(history: History, config: Config, result: CheckResult) -> list[Notif
     error_after = {t.name: t.error_after for t in config.targets}
     failed = {t.name: history.failed_before(t.name, result.check_id) for t in result.targets}
     return events(result, failed, error_after, history.path)
-
-
-def notify_check(config: Config, result: CheckResult) -> list[str]:
-    """Send what one recorded check calls for; one line per notifier that failed."""
-    if not config.notifiers or not result.recorded:
-        return []
-    with History.open(config.history) as history:
-        notifications = pending(history, config, result)
-    return deliver(config, notifications)
 
 
 def deliver(

@@ -1,6 +1,6 @@
-"""Prometheus metrics: a snapshot of the watched targets (built from the history, advanced by
-each check), exposed by a collector on a registry of its own: served over HTTP by
-`fpmon watch`, written as a node-exporter textfile by `fpmon check --metrics-file`.
+"""Prometheus metrics: a snapshot of the watched targets (read from the history by the
+pipeline, advanced by each check), exposed by a collector on a registry of its own: served
+over HTTP by `fpmon watch`, written as a node-exporter textfile by `fpmon check --metrics-file`.
 
 Every value is in base units (seconds, Unix time). The collector reads the snapshot whole on
 each scrape, so a scrape never sees half a check, and a fingerprint that stops being served
@@ -20,12 +20,11 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fp_monitor.config.settings import Config, Target
+from fp_monitor.config.settings import Target
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
 from fp_monitor.domain.text import clean, shorten
 from fp_monitor.fileio import write_atomic
-from fp_monitor.store.history import History
 
 # Label values for the fingerprint states a string cannot show.
 _LABELS = {NULL: "<null>", ABSENT: "<absent>", "": "<empty>"}
@@ -44,17 +43,15 @@ class Snapshot:
     """The last check row the snapshot has seen: traffic recorded after it is still to count."""
 
 
-def load_snapshot(
-    history: History, targets: Sequence[Target], interval: float | None = None
+def snapshot_of(
+    targets: Sequence[Target],
+    states: Mapping[str, TargetState],
+    traffic_after: int,
+    interval: float | None = None,
 ) -> Snapshot:
-    """Where each target stands according to the history (reads every check of each once)."""
-    with history.snapshot():  # the counts and the row they go up to, from one state
-        states = {t.name: history.state(t.name) for t in targets}
-        last_row = history.last_check_row()
+    """Where each target stands, from its state in the history."""
     times = [s.last_checked_at for s in states.values() if s.last_checked_at is not None]
-    return Snapshot(
-        tuple(targets), states, max(times, default=None), interval, traffic_after=last_row
-    )
+    return Snapshot(tuple(targets), states, max(times, default=None), interval, traffic_after)
 
 
 def advance(
@@ -80,11 +77,12 @@ def advance(
     return replace(snapshot, states=states, last_check=result.checked_at)
 
 
-def with_traffic(snapshot: Snapshot, history: History) -> Snapshot:
+def with_traffic(
+    snapshot: Snapshot, changes: Iterable[tuple[str, Status, datetime]], last_row: int
+) -> Snapshot:
     """The snapshot with the traffic checks recorded since it was taken (by applications'
-    recording clients and `fpmon proxy`): a value first seen there counts as a probe's would
-    (TRAFFIC_STATUSES)."""
-    changes, last_row = history.traffic_changes(snapshot.traffic_after)
+    recording clients and `fpmon proxy`, up to check row `last_row`): a value first seen there
+    counts as a probe's would (TRAFFIC_STATUSES)."""
     states = dict(snapshot.states)
     for name, status, checked_at in changes:
         if (old := states.get(name)) is None:
@@ -208,9 +206,6 @@ def check_textfile(path: Path) -> None:
         raise ConfigError(f"--metrics-file {path}: cannot write there")
 
 
-def write_textfile(path: Path, config: Config, result: CheckResult) -> None:
-    """The checked targets' metrics, from the history, in node-exporter textfile format."""
-    targets = config.select([t.name for t in result.targets])
-    with History.open(config.history) as history:
-        snapshot = load_snapshot(history, targets)
+def write_textfile(path: Path, snapshot: Snapshot) -> None:
+    """The snapshot's metrics in node-exporter textfile format, written atomically."""
     write_atomic(path, exposition(snapshot))

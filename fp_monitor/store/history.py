@@ -339,7 +339,7 @@ class History:
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
             latest = (
-                "SELECT fingerprints, models, headers FROM checks "
+                "SELECT fingerprints, models, headers, checked_at FROM checks "
                 "WHERE target = ? AND fingerprints IS NOT NULL{} "
                 "ORDER BY checked_at DESC, id DESC LIMIT 1"
             )
@@ -374,6 +374,7 @@ class History:
             previous_fingerprints=frozenset(json.loads(previous[0])),
             previous_models=frozenset(json.loads(previous[1])),
             previous_headers={k: frozenset(v) for k, v in json.loads(previous[2]).items()},
+            previous_at=parse_timestamp(previous[3]),
             **common,
         )
 

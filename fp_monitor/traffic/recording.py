@@ -60,7 +60,6 @@ from fp_monitor.domain.errors import ConfigError, HistoryError, UnexpectedFinger
 from fp_monitor.domain.learning import LearningSettings
 from fp_monitor.domain.models import (
     NULL,
-    TRAFFIC_STATUSES,
     ErrorKind,
     LockEntry,
     Observation,
@@ -70,7 +69,7 @@ from fp_monitor.domain.models import (
 )
 from fp_monitor.net.redact import redact, scrub
 from fp_monitor.net.untrusted import noting_escapes, parse_json
-from fp_monitor.notify.dispatch import STATUS_EVENTS, Notification, deliver
+from fp_monitor.notify.dispatch import Notification, deliver, traffic_events
 from fp_monitor.probe.request import (
     MAX_BODY_BYTES,
     completion_fields,
@@ -405,6 +404,7 @@ class Recorder:
         self._config = loaded  # its notifiers hear of a value first seen in this traffic
         self._learning = settings.learning if settings else LearningSettings()
         self._expect = settings.expect if settings else frozenset()
+        self._remind = settings.remind if settings else None
         self._writing = _Connection(self.history_path)
         self._checking = _Connection(self.history_path)
         self._counts_lock = threading.Lock()
@@ -523,16 +523,12 @@ class Recorder:
                 result = self._detect(history, observation, entry)
                 check_id, at = uuid.uuid4().hex, observation.observed_at
                 history.append_check(check_id, at, result, [observation], Source.TRAFFIC)
-                if result.status in TRAFFIC_STATUSES and result.status in STATUS_EVENTS:
-                    event = STATUS_EVENTS[result.status]
-                    news.append(Notification(event, result, check_id, at, history.path))
+                news += traffic_events(result, check_id, at, history.path)
         return news
 
     def _notify(self, news: list[Notification]) -> None:
-        """Send the events through the configuration's notifiers, from the writer thread
-        (records wait meanwhile, the application does not). Not `changed` (see
-        TRAFFIC_STATUSES), nor `error` and `recovered`: an application's own failed requests
-        say little of the backend, so these stay the probes'."""
+        """Send the events (see traffic_events) through the configuration's notifiers, from the
+        writer thread (records wait meanwhile, the application does not)."""
         if not news or not self._config.notifiers:
             return
         try:
@@ -557,6 +553,7 @@ class Recorder:
             expect=self._expect,
             entry=entry,
             checked_at=observation.observed_at,
+            remind=self._remind,
         )
 
     def _guarded(

@@ -380,10 +380,10 @@ FAILING_CHECK = """\
 import os, sys
 import fp_monitor.check
 
-def run_check(*args, **kwargs):
+def run_plan(*args, **kwargs):
     raise {exception}("bug while holding " + os.environ["FPMON_TEST_KEY"])
 
-fp_monitor.check.run_check = run_check
+fp_monitor.check.run_plan = run_plan
 from fp_monitor.cli.app import main
 sys.exit(main(sys.argv[1:]))
 """

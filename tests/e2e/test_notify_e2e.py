@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -277,3 +278,37 @@ def test_a_dry_run_notifies_nobody(
     fake.rotate("model-a", [C])
     assert fpmon("check", "--no-record").code == 1
     assert receiver.received == []
+
+
+ROLLED = "fp_rolled0001"
+
+
+@pytest.mark.parametrize("how", ["check", "watch"])
+def test_an_unaccepted_value_is_announced_once_and_ci_keeps_failing(
+    fpmon: Callable[..., Run], fake: FakeAPI, logged: Callable[..., Path], how: str
+) -> None:
+    out = logged(["new"])
+    assert fpmon("check").code == 0
+    assert fpmon("accept").code == 0  # the lock holds A and B
+    fake.rotate("model-a", [ROLLED])
+    if how == "check":
+        assert [fpmon("check").code for _ in range(3)] == [1, 1, 1]
+    else:
+        assert fpmon("watch", "--every", "1s", "--count", "3").code == 1
+    events = [e["env"] for e in recorded(out)]
+    assert [(e["FPMON_EVENT"], e["FPMON_BEFORE"], e["FPMON_NOW"]) for e in events] == [
+        ("new", f"{A},{B}", ROLLED)
+    ]
+
+
+def test_remind_announces_an_unaccepted_value_again_after_its_interval(
+    fpmon: Callable[..., Run], fake: FakeAPI, logged: Callable[..., Path]
+) -> None:
+    out = logged(["new"], remind="1s")
+    assert fpmon("check").code == 0
+    assert fpmon("accept").code == 0
+    fake.rotate("model-a", [ROLLED])
+    assert fpmon("check").code == 1
+    time.sleep(1.1)  # a whole interval passes before the next check: the reminder is due
+    assert fpmon("check").code == 1
+    assert [e["env"]["FPMON_NOW"] for e in recorded(out)] == [ROLLED, ROLLED]
