@@ -16,7 +16,8 @@ import pytest
 
 from fp_monitor.devtools.fake_api import FakeAPI
 from fp_monitor.domain.errors import ConfigError
-from fp_monitor.traffic.proxy import ProxyApp, end_to_end, in_clear, parse_listen, shown_upstream
+from fp_monitor.net.urls import in_clear
+from fp_monitor.traffic.proxy import ProxyApp, end_to_end, parse_listen, shown_upstream
 from fp_monitor.traffic.recording import Recorder
 
 CHAT = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}]}

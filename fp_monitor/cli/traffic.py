@@ -30,14 +30,8 @@ def proxy(
     history: HistoryOption = None,
 ) -> int:
     """Record the fingerprints of an application's own traffic: a local reverse proxy."""
-    from fp_monitor.traffic.proxy import (
-        check_upstream,
-        in_clear,
-        is_loopback,
-        parse_listen,
-        serve_proxy,
-        shown_upstream,
-    )
+    from fp_monitor.net.urls import in_clear, is_loopback
+    from fp_monitor.traffic.proxy import check_upstream, parse_listen, serve_proxy, shown_upstream
 
     check_upstream(upstream)  # before any warning about it: a refused URL is one line
     if not is_loopback(parse_listen(listen)[0]):

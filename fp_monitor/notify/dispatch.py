@@ -42,7 +42,7 @@ from fp_monitor.domain.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.domain.text import clean, describe, iso, json_values, plural
+from fp_monitor.domain.text import clean, describe, iso, json_values, plural, shorten
 from fp_monitor.net.redact import redact, register
 from fp_monitor.probe.request import (
     RETRYABLE_STATUS,
@@ -214,14 +214,10 @@ def webhook_body(form: WebhookFormat, notification: Notification) -> dict[str, A
     if form is WebhookFormat.SLACK:
         # Slack reads <...> as links and mentions (<!channel>): server strings must not ping.
         escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return {"text": _cut(escaped, _TEXT_LIMITS[form])}
+        return {"text": shorten(escaped, _TEXT_LIMITS[form])}
     # Discord: no markdown from server strings, and no @everyone from them either.
-    content = _cut(text.translate(_DISCORD_MARKDOWN), _TEXT_LIMITS[form])
+    content = shorten(text.translate(_DISCORD_MARKDOWN), _TEXT_LIMITS[form])
     return {"content": content, "allowed_mentions": {"parse": []}}
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _expand(notifier: Notifier, what: str, text: str, environ: Mapping[str, str]) -> str:

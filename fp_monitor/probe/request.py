@@ -14,9 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 
@@ -32,6 +30,7 @@ from fp_monitor.domain.models import (
 )
 from fp_monitor.net.redact import register, scrub
 from fp_monitor.net.untrusted import noting_escapes, parse_json
+from fp_monitor.net.urls import in_clear
 
 DEFAULT_CONCURRENCY = 32
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -77,16 +76,9 @@ def key_missing(target: Target) -> bool:
 
 def sends_key_in_clear(target: Target) -> bool:
     """A key over plain http to a host that is not this machine: worth a warning."""
-    parts = urlsplit(target.base_url)
-    if parts.scheme != "http" or api_key(target) is None:
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ip_address(host).is_loopback
-    except ValueError:
-        return True
+    # The key is read (and so registered for redaction) first, whatever the URL: the CLI
+    # calls this before anything else can print a message holding it.
+    return api_key(target) is not None and in_clear(target.base_url)
 
 
 @functools.cache

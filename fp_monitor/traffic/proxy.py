@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -380,21 +379,6 @@ def shown_upstream(upstream: str) -> str:
     userinfo = "***@" if "@" in parts.netloc else ""
     query = "?***" if parts.query else ""
     return clean(redact(f"{parts.scheme}://{userinfo}{host}{parts.path}{query}"))
-
-
-def in_clear(upstream: str) -> bool:
-    """Plain http to another machine: the application's key would travel unencrypted."""
-    parts = urlsplit(upstream)
-    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:
