@@ -685,6 +685,59 @@ def proxy(
     return ExitCode.OK
 
 
+@app.command()
+def otlp(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:4318",
+    target: Annotated[
+        str | None,
+        typer.Option(help="Record every call under this target.", show_default=False),
+    ] = None,
+    auto_targets: Annotated[
+        bool,
+        typer.Option(
+            "--auto-targets",
+            help="Make a target named HOST/MODEL of each unmatched host and model (config: "
+            "[otlp] auto_targets).",
+        ),
+    ] = False,
+    token_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding the bearer token senders must present.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+) -> int:
+    """Record the fingerprints in an application's OpenTelemetry traces and metrics: an OTLP/HTTP
+    receiver (POST /v1/traces, /v1/metrics; GET /status, /metrics)."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.traffic.otlp import IntakeOptions, check_listen, serve_otlp
+
+    if not check_listen(listen):
+        _stderr(f"warning: {listen} is reachable from other machines: anyone there can send to it")
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env, "").strip()
+        if not token:
+            raise ConfigError(f"--token-env {token_env}: that environment variable is not set")
+    loaded = load_config(config, history=history, require_targets=False)
+    options = IntakeOptions(
+        target=target, auto_targets=auto_targets or loaded.otlp_auto_targets, token=token
+    )
+
+    def ready(url: str) -> None:
+        print(
+            f"fpmon otlp: {url} (POST /v1/traces, /v1/metrics; GET /status, /metrics; history "
+            f"{loaded.history}); SIGTERM or Ctrl-C to stop",
+            flush=True,
+        )
+
+    serve_otlp(listen, loaded, options, config=config, history=history, on_ready=ready)
+    return ExitCode.OK
+
+
 def _stderr(message: str) -> None:
     print(redact(clean(message)), file=sys.stderr)
 

@@ -333,7 +333,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is served so that a port in use is a
     configuration error (exit 2), not a crash."""
     try:
@@ -366,10 +366,18 @@ def serve_proxy(
     host, port = parse_listen(listen)
     recorder = Recorder(target, history=history, config=config)
     check_upstream(upstream)
-    sock = _bind(host, port)
+    sock = bind(host, port)
+    app = ProxyApp(upstream, recorder)
+    serve_app(app, sock, host=host, on_ready=lambda url: on_ready(url, recorder))
+
+
+def serve_app(app: Any, sock: socket.socket, *, host: str, on_ready: Callable[[str], None]) -> None:
+    """Serve an ASGI app on a socket from `bind(host, ...)` until SIGTERM or Ctrl-C, then give
+    open streams GRACE_SECONDS to finish; `on_ready` gets the URL once the signals are handled.
+    `fpmon proxy` and `fpmon otlp` both run this way."""
     server = _Server(
         uvicorn.Config(
-            ProxyApp(upstream, recorder),
+            app,
             lifespan="on",
             log_level="warning",
             access_log=False,  # a request line can carry a key in its query string
@@ -393,7 +401,7 @@ def serve_proxy(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{sock.getsockname()[1]}", recorder)
+        on_ready(f"http://{shown}:{sock.getsockname()[1]}")
         server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
     finally:
         logging.getLogger("uvicorn.error").removeFilter(cut_at_shutdown)
