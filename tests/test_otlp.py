@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from fp_monitor.config.settings import Config, load_config
 from fp_monitor.domain.models import NULL, ErrorKind
+from fp_monitor.store.history import History
 from fp_monitor.traffic import otlp
 from fp_monitor.traffic.otlp import Intake, IntakeOptions, Router, error_kind
 from fp_monitor.traffic.otlp_sightings import (
@@ -431,3 +434,23 @@ def test_unmatched_calls_are_a_warning_counted_by_host_and_model(
     assert (unmatched.host, unmatched.model, unmatched.count) == ("openai\x1b[2j", "gpt-4o", 3)
     (line,) = [r.getMessage() for r in caplog.records]  # once per key
     assert "host openai\\x1b[2j, model gpt-4o match no target" in line
+
+
+def test_a_full_queue_is_503_with_retry_after_until_the_history_catches_up(
+    fleet: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp, "QUEUE_LIMIT", 3)
+    History.open(fleet.history).close()
+    with closing(sqlite3.connect(fleet.history, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")  # a slow history: the writer waits for it
+        intake = Intake(fleet, IntakeOptions(target="app"), config=fleet.source)
+        intake.check_room()
+        intake.traces(traces(*[{FP: "fp"}] * 3))
+        with pytest.raises(Refused) as busy:
+            intake.check_room()
+        assert busy.value.status == 503 and (b"retry-after", b"2") in busy.value.headers
+        assert intake.status().busy == 1
+        blocker.execute("ROLLBACK")
+    intake.flush()
+    intake.check_room()  # caught up: room again
+    assert intake.status().recorded == 3
