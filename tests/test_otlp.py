@@ -24,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from fp_monitor.config.settings import Config, load_config
-from fp_monitor.domain.models import NULL, ErrorKind
+from fp_monitor.domain.models import NULL, ErrorKind, Usage
 from fp_monitor.store.history import History
 from fp_monitor.traffic import otlp
 from fp_monitor.traffic.otlp import Intake, IntakeOptions, Router, error_kind
@@ -223,8 +223,11 @@ def test_span_attributes_are_read() -> None:
         "server.port": 8443,
         "gen_ai.system": "openai",
         "error.type": "openai.RateLimitError",
+        "gen_ai.usage.input_tokens": 9,
+        "gen_ai.usage.output_tokens": 2,
     }
     (sighting,) = span_sightings(traces(attributes), NOW).sightings
+    assert sighting.usage == Usage(prompt_tokens=9, completion_tokens=2, total_tokens=11)
     assert sighting.server_address == "api.openai.com" and sighting.server_port == 8443
     assert (sighting.response_model, sighting.response_id) == ("gpt-4o-2024-08-06", "chatcmpl-1")
     assert (sighting.provider, sighting.error_type) == ("openai", "openai.RateLimitError")
@@ -378,7 +381,7 @@ def test_target_sends_everything_to_one(fleet: Config) -> None:
 
 
 def test_auto_targets_are_named_host_slash_model_and_bounded(
-    fleet: Config, monkeypatch: pytest.MonkeyPatch
+    fleet: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(otlp, "AUTO_TARGETS_LIMIT", 2)
     router = Router(fleet.targets, only=None, auto=True)
@@ -386,7 +389,9 @@ def test_auto_targets_are_named_host_slash_model_and_bounded(
     assert made is not None and made.target == "h:8000/qwen"
     assert router.route(sighting(request_model="m", provider="x_ai")).target == "xai/m"  # type: ignore[union-attr]
     assert router.route(sighting(request_model="third")) is None
-    assert router.refused_auto == {"-/third"}
+    assert router.route(sighting(request_model="third")) is None
+    refused = [r.getMessage() for r in caplog.records if "stays unmatched" in r.getMessage()]
+    assert refused == ["fpmon otlp: --auto-targets made 2 targets already: -/third stays unmatched"]
     assert router.route(sighting()) is None  # ambiguous among configured ones: not made
 
 

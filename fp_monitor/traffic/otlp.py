@@ -159,8 +159,7 @@ class Router:
         self._only = None if only is None else (named[0] if named else Route(only, "", ""))
         self._auto = auto
         self._made: dict[str, Route] = {}
-        self.refused_auto: set[str] = set()
-        """Auto targets not made: AUTO_TARGETS_LIMIT was reached."""
+        self._refused: set[str] = set()
 
     def route(self, sighting: Sighting) -> Route | None:
         if self._only is not None:
@@ -185,7 +184,13 @@ class Router:
         if (made := self._made.get(name)) is not None:
             return made
         if len(self._made) >= AUTO_TARGETS_LIMIT:
-            self.refused_auto.add(name)
+            if name not in self._refused:
+                self._refused.add(name)
+                logger.warning(
+                    "fpmon otlp: --auto-targets made %d targets already: %s stays unmatched",
+                    AUTO_TARGETS_LIMIT,
+                    clean(name),
+                )
             return None
         provider = provider_preset(sighting.provider) if sighting.provider else "custom"
         route = Route(name, provider, "")
@@ -354,6 +359,7 @@ def _observation(route: Route, sighting: Sighting) -> Observation:
         fingerprint=None if failed else sighting.fingerprint,
         resolved_model=None if failed else (sighting.response_model or ABSENT),
         response_id=sighting.response_id,
+        usage=sighting.usage,
         error_kind=error_kind(sighting.error_type) if sighting.error_type is not None else None,
         error_message=(
             f"error.type: {sighting.error_type}"[:ERROR_MESSAGE_LIMIT] if failed else None
@@ -410,8 +416,8 @@ class OtlpApp:
                 encoding = Encoding.of(headers.get(b"content-type", b"").decode("latin-1"))
                 body, content_type = await self._export(path, headers, encoding, receive)
             elif path in ("/status", "/metrics"):
-                if method not in ("GET", "HEAD"):
-                    raise Refused(405, f"{path} takes GET", ((b"allow", b"GET, HEAD"),))
+                if method != "GET":
+                    raise Refused(405, f"{path} takes GET", ((b"allow", b"GET"),))
                 body, content_type = self._report(path)
             else:
                 raise Refused(404, f"no {path[:100]!r} here: POST /v1/traces or /v1/metrics")
@@ -421,8 +427,6 @@ class OtlpApp:
             body, content_type = refusal(refused, encoding)
             await _respond(send, refused.status, body, content_type, refused.headers)
             return
-        if method == "HEAD":
-            body = b""
         await _respond(send, 200, body, content_type)
 
     async def _export(

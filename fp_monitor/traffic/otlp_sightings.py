@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from fp_monitor.domain.models import NULL
+from fp_monitor.domain.models import NULL, Usage
 
 SPAN_FINGERPRINTS = (
     "openai.response.system_fingerprint",
@@ -50,6 +50,9 @@ PROVIDER_NAMES = ("gen_ai.provider.name", "gen_ai.system")
 """The current name of the provider attribute, then the one it replaced."""
 ERROR_TYPE = "error.type"
 SERVICE_NAME = "service.name"
+INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+"""The current names of the token counts, then the ones OpenLLMetry still sends."""
 _WANTED = frozenset(
     {
         *SPAN_FINGERPRINTS,
@@ -60,6 +63,8 @@ _WANTED = frozenset(
         SERVER_PORT,
         *PROVIDER_NAMES,
         ERROR_TYPE,
+        *INPUT_TOKENS,
+        *OUTPUT_TOKENS,
     }
 )
 VALUE_LIMIT = 1024
@@ -96,6 +101,7 @@ class Sighting:
     service: str | None
     observed_at: datetime
     latency_ms: float | None
+    usage: Usage = field(default_factory=Usage)
     count: int = 1
     """Calls it stands for: a span is one; a data point, the increase of its count."""
 
@@ -230,9 +236,25 @@ def _sight(
             service=service,
             observed_at=observed_at,
             latency_ms=latency_ms,
+            usage=_usage(found),
             count=count,
         )
     )
+
+
+def _usage(found: dict[str, AnyValue]) -> Usage:
+    prompt, completion = (
+        next((n for name in names if (n := _count(found.get(name))) is not None), None)
+        for names in (INPUT_TOKENS, OUTPUT_TOKENS)
+    )
+    total = None if prompt is None or completion is None else prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _count(value: AnyValue | None) -> int | None:
+    if value is None or value.WhichOneof("value") != "int_value":
+        return None
+    return value.int_value if 0 <= value.int_value < 2**53 else None
 
 
 def _attributes(attributes: Iterable[KeyValue]) -> dict[str, AnyValue]:

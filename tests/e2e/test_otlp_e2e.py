@@ -194,6 +194,7 @@ def test_the_spans_of_an_instrumented_app_are_recorded(
     assert (first["requested_model"], first["resolved_model"]) == (model, f"{model}-2026")
     assert json.loads(first["tags"]) == {"intake": "otlp", "service.name": "shop"}
     assert first["latency_ms"] > 0 and first["base_url"] == api.base_url
+    assert first["total_tokens"] == first["prompt_tokens"] + first["completion_tokens"] > 0
 
 
 def test_with_the_legacy_conventions_the_metrics_are_recorded(
