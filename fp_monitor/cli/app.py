@@ -696,8 +696,8 @@ def otlp(
         bool,
         typer.Option(
             "--auto-targets",
-            help="Make a target named HOST/MODEL of each unmatched host and model (config: "
-            "[otlp] auto_targets).",
+            help="Make a target named HOST/MODEL of each unmatched host and model (in the "
+            "config: auto_targets = true in the otlp table).",
         ),
     ] = False,
     token_env: Annotated[
