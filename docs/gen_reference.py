@@ -173,6 +173,8 @@ TOP_MEANING = {
     "defaults": "A table of target keys that applies to every target; a target's own keys win.",
     "targets": "One `[targets.NAME]` table per target; the table name is the target name.",
     "notify": "One `[notify.NAME]` table per notifier (see the notifier keys below).",
+    "otlp": "`fpmon otlp`'s settings: `auto_targets = true` makes a target named HOST/MODEL of "
+    "each unmatched host and model (as `--auto-targets` does).",
 }
 
 TARGET_MEANING = {

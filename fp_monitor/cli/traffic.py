@@ -1,7 +1,9 @@
-"""An application's own traffic: `fpmon proxy`."""
+"""An application's own traffic: `fpmon proxy` in its request path, `fpmon otlp` fed by its
+OpenTelemetry instrumentation."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +14,7 @@ from fp_monitor.cli.options import (
     HistoryOption,
     stderr_line,
 )
-from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from fp_monitor.traffic.recording import Recorder
@@ -55,4 +57,59 @@ def proxy(
         config=config,
         on_ready=ready,
     )
+    return ExitCode.OK
+
+
+@app.command()
+def otlp(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:4318",
+    target: Annotated[
+        str | None,
+        typer.Option(help="Record every call under this target.", show_default=False),
+    ] = None,
+    auto_targets: Annotated[
+        bool,
+        typer.Option(
+            "--auto-targets",
+            help="Make a target named HOST/MODEL of each unmatched host and model (in the "
+            "config: auto_targets = true in the otlp table).",
+        ),
+    ] = False,
+    token_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding the bearer token senders must present.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+) -> int:
+    """Record the fingerprints in an application's OpenTelemetry traces and metrics: an OTLP/HTTP
+    receiver (POST /v1/traces, /v1/metrics; GET /status, /metrics)."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.traffic.otlp import IntakeOptions, check_listen, serve_otlp
+
+    if not check_listen(listen):
+        stderr_line(
+            f"warning: {listen} is reachable from other machines: anyone there can send to it"
+        )
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env, "").strip()
+        if not token:
+            raise ConfigError(f"--token-env {token_env}: that environment variable is not set")
+    loaded = load_config(config, history=history, require_targets=False)
+    options = IntakeOptions(
+        target=target, auto_targets=auto_targets or loaded.otlp_auto_targets, token=token
+    )
+
+    def ready(url: str) -> None:
+        print(
+            f"fpmon otlp: {url} (POST /v1/traces, /v1/metrics; GET /status, /metrics; history "
+            f"{loaded.history}); SIGTERM or Ctrl-C to stop",
+            flush=True,
+        )
+
+    serve_otlp(listen, loaded, options, config=config, history=history, on_ready=ready)
     return ExitCode.OK

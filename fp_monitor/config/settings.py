@@ -87,7 +87,8 @@ TARGET_KEYS = (
     "error_after",
     "remind",
 )
-TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify")
+TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify", "otlp")
+OTLP_KEYS = ("auto_targets",)
 _NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
 NOTIFY_KEYS = {
     "webhook": (*_NOTIFY_COMMON_KEYS, "url", "format", "headers", "retries"),
@@ -236,6 +237,8 @@ class Config:
     retention: float | None = None
     """Seconds of history `fpmon prune` keeps when no --older-than is given."""
     notifiers: tuple[Notifier, ...] = ()
+    otlp_auto_targets: bool = False
+    """[otlp] auto_targets: `fpmon otlp` makes a target of each unmatched host and model."""
 
     def select(self, names: list[str]) -> tuple[Target, ...]:
         """The named targets (all enabled ones when none are named); unknown names are errors."""
@@ -325,7 +328,16 @@ def load_config(
         baseline=baseline or base_dir / LOCK_FILENAME,
         retention=_retention(data, where),
         notifiers=notifiers,
+        otlp_auto_targets=_otlp_auto_targets(data, where),
     )
+
+
+def _otlp_auto_targets(data: dict[str, Any], where: str) -> bool:
+    table = data.get("otlp", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [otlp] must be a table")
+    _check_keys(table, OTLP_KEYS, where, "[otlp] ")
+    return _Reader(table, f"{where}: [otlp]").boolean("auto_targets", False)
 
 
 def _retention(data: dict[str, Any], where: str) -> float | None:

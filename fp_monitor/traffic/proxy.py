@@ -381,7 +381,7 @@ def shown_upstream(upstream: str) -> str:
     return clean(redact(f"{parts.scheme}://{userinfo}{host}{parts.path}{query}"))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is served so that a port in use is a
     configuration error (exit 2), not a crash."""
     try:
@@ -414,10 +414,19 @@ def serve_proxy(
     host, port = parse_listen(listen)
     recorder = Recorder(target, history=history, config=config)
     check_upstream(upstream)
-    sock = _bind(host, port)
+    sock = bind(host, port)
+    app = ProxyApp(upstream, recorder)
+    serve_app(app, sock, host=host, on_ready=lambda url: on_ready(url, recorder))
+
+
+def serve_app(app: Any, sock: socket.socket, *, host: str, on_ready: Callable[[str], None]) -> None:
+    """Serve an ASGI app on a socket from `bind(host, ...)` until SIGTERM or Ctrl-C, then give
+    open streams GRACE_SECONDS to finish; `on_ready` gets the URL once the signals are handled.
+    `fpmon proxy` and `fpmon otlp` both run this way."""
     server = _Server(
         uvicorn.Config(
-            ProxyApp(upstream, recorder),
+            app,
+            # Every request's raw target reaches the app (the proxy refuses all but a path).
             http=_RequestTargetProtocol,
             lifespan="on",
             log_level="warning",
@@ -442,7 +451,7 @@ def serve_proxy(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{sock.getsockname()[1]}", recorder)
+        on_ready(f"http://{shown}:{sock.getsockname()[1]}")
         server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
     finally:
         logging.getLogger("uvicorn.error").removeFilter(cut_at_shutdown)
