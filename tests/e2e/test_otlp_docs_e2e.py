@@ -1,6 +1,7 @@
-"""Every example of docs/how-to/otlp.md works: the TOML is a valid configuration, the shell lines and
-the systemd unit's ExecStart start `fpmon otlp`, the Collector's YAML sends both pipelines to
-it, the Python runs, and the /status JSON has the keys a running receiver answers with."""
+"""Every example of docs/how-to/otlp.md works: the TOML is a valid configuration, the shell
+lines and the systemd unit's ExecStart start `fpmon otlp`, the Collector's YAML sends both
+pipelines to it, the Python runs, and the /status JSON has the keys a running receiver
+answers with."""
 
 from __future__ import annotations
 
