@@ -14,7 +14,7 @@ import pytest
 
 from fp_monitor.devtools.fake_api import FakeAPI, Fault, ModelBehaviour
 from tests.conftest import Run
-from tests.test_hostile_secrets import FORMS, KEY, answer
+from tests.unit.net.test_hostile_secrets import FORMS, KEY, answer
 
 ENV = {"GW_KEY": KEY}
 

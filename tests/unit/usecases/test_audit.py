@@ -23,7 +23,7 @@ from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ABSENT, NULL, ErrorKind, Source, Status
 from fp_monitor.store.history import MIGRATIONS, History, observation_row
-from tests.test_history import (
+from tests.unit.store.test_history import (
     EXPECTED_INDEXES,
     EXPECTED_SCHEMA,
     T0,

@@ -680,7 +680,7 @@ def test_load_config_errors_name_the_file_and_key(tmp_path: Path, toml: str, mes
 
 
 def test_serve_runs_quietly_until_sigterm(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     code = (
         "from fp_monitor.devtools.fake_api import FakeAPI, serve\n"
         "serve(FakeAPI(), lambda url: print(url, flush=True))\n"

@@ -24,7 +24,7 @@ from fp_monitor.domain.models import (
 )
 from fp_monitor.output.render import check_json, clean, make_console, render_check
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 WHEN = datetime(2026, 11, 2, 8, 14, 59, tzinfo=UTC)
 A, B, C = "fp_4f1c2a9e07", "fp_b83d5e6a10", "fp_e9917c3b55"
 

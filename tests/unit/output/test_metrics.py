@@ -23,8 +23,8 @@ from fp_monitor.domain.models import (
 from fp_monitor.output.metrics import Snapshot, advance, exposition
 from fp_monitor.pipeline import read_metrics, with_traffic_since
 from fp_monitor.store.history import History
-from tests.test_history import T0, obs, record
-from tests.test_notify import target as target_result
+from tests.unit.notify.test_notify import target as target_result
+from tests.unit.store.test_history import T0, obs, record
 
 TRAFFIC = Source.TRAFFIC
 GROK = Target("grok", "xai", "grok-4", "https://api.x.ai/v1", Auth.BEARER, "XAI_API_KEY", "mt")

@@ -33,7 +33,7 @@ from fp_monitor.domain.models import (
 from fp_monitor.net.redact import redact
 from fp_monitor.notify.dispatch import Notification, events, payload, sample, send, webhook_body
 from fp_monitor.store.history import History
-from tests.test_history import obs, record
+from tests.unit.store.test_history import obs, record
 
 AT = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 HISTORY = Path("/var/lib/fpmon/history.db")

@@ -703,8 +703,8 @@ def test_migration_0007_keeps_the_known_values_as_seen_by_probes(path: Path) -> 
         )
         db.execute(
             "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-            " headers, samples, errors) VALUES ('c', 'x', 't', 'first', '[\"fp_a\"]',"
-            " '[\"m-1\"]', '{}', 4, 0)"
+            " headers, samples, errors) VALUES ('c', 'x', '2026-01-01T00:00:00.000000Z',"
+            " 'first', '[\"fp_a\"]', '[\"m-1\"]', '{}', 4, 0)"
         )
         db.execute(f"PRAGMA user_version = {len(before)}")
         db.commit()
