@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -150,3 +151,11 @@ def provider_for_url(url: str) -> str:
         if preset.base_url and urlsplit(preset.base_url).netloc == netloc:
             return preset.name
     return "custom"
+
+
+def presets_with_keys() -> list[Preset]:
+    """The presets whose well-known key variable is set in the environment (and that have a
+    default model to probe): what `fpmon init` writes, and the targets of a run with no config."""
+    return [
+        p for p in PRESETS.values() if p.key_env and p.default_model and os.environ.get(p.key_env)
+    ]

@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 
 import platformdirs
 
-from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.config.providers import (
+    AZURE_DEFAULT_API_VERSION,
+    PRESETS,
+    Auth,
+    presets_with_keys,
+)
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
 from fp_monitor.domain.models import Event
@@ -695,8 +700,7 @@ def targets_from_environment() -> tuple[Target, ...]:
         _build_target(
             p.name, _Reader({"provider": p.name, "model": p.default_model}, "environment:")
         )
-        for p in PRESETS.values()
-        if p.key_env and p.default_model and os.environ.get(p.key_env)
+        for p in presets_with_keys()
     )
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from fp_monitor.config.providers import PRESETS
+from fp_monitor.config.providers import PRESETS, presets_with_keys
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.fileio import write_atomic
 
@@ -24,11 +23,7 @@ def write_starter_config(path: Path, *, force: bool) -> list[str]:
     """Write the starter file; returns the providers whose keys were found."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    found = [
-        p.name
-        for p in PRESETS.values()
-        if p.key_env and p.default_model and os.environ.get(p.key_env)
-    ]
+    found = [p.name for p in presets_with_keys()]
     blocks = [
         f'\n[targets.{name}]\nprovider = "{name}"\nmodel = "{PRESETS[name].default_model}"\n'
         f'api_key_env = "{PRESETS[name].key_env}"\n'
