@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from fp_monitor.domain.models import CheckResult
 from fp_monitor.domain.text import plural
 from fp_monitor.output.metrics import Snapshot, SnapshotCollector, serve
 from fp_monitor.pipeline import check_round, read_metrics, send
+from fp_monitor.stopping import on_stop
 from fp_monitor.store.history import History
 
 
@@ -154,9 +154,6 @@ def _at(moment: float) -> datetime:
 @contextmanager
 def _stop_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise Stop (once: a second signal lets the first one's cleanup end)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives signals
-        return
     stopping = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -165,9 +162,5 @@ def _stop_signals() -> Iterator[None]:
             stopping = True
             raise Stop(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with on_stop(handler):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)

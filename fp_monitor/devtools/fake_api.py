@@ -57,7 +57,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import socket
 import string
 import threading
@@ -71,6 +70,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self, get_args, get_origin, get_type_hints
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from fp_monitor.stopping import on_stop
 
 ABSENT = "<absent>"
 _NULL = "<null>"
@@ -903,14 +904,11 @@ def serve(fake: FakeAPI, on_ready: Callable[[str], None]) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop cleanly; call it from the main thread."""
 
     def terminate(signum: int, frame: types.FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # SIGTERM ends it as Ctrl-C does
 
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        with fake:
+        with on_stop(terminate), fake:
             on_ready(fake.base_url)
             threading.Event().wait()
     except KeyboardInterrupt:
         pass  # how a server is meant to end
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
+from fp_monitor.stopping import on_stop
 from fp_monitor.traffic.recording import (
     TAGS_HEADER,
     Exchange,
@@ -448,12 +449,10 @@ def serve_app(app: Any, sock: socket.socket, *, host: str, on_ready: Callable[[s
 
     cut_at_shutdown = _CutAtShutdown()
     logging.getLogger("uvicorn.error").addFilter(cut_at_shutdown)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        shown = f"[{host}]" if ":" in host else host
-        on_ready(f"http://{shown}:{sock.getsockname()[1]}")
-        server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
+        with on_stop(stop):
+            shown = f"[{host}]" if ":" in host else host
+            on_ready(f"http://{shown}:{sock.getsockname()[1]}")
+            server.run(sockets=[sock])  # uvloop and httptools: uvicorn picks them up
     finally:
         logging.getLogger("uvicorn.error").removeFilter(cut_at_shutdown)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

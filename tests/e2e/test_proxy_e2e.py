@@ -220,9 +220,10 @@ def test_the_sdk_gets_the_same_stream_through_the_proxy_byte_for_byte(
             answers[name] = (response.status_code, headers, b"".join(pieces), arrivals)
     assert answers["proxied"][:3] == answers["direct"][:3]
     assert answers["proxied"][2] == b"".join(PIECES)
-    # chunk by chunk: the first piece came at once, the last PIECE_DELAY x 3 later
+    # chunk by chunk: the pieces came as the server sent them, PIECE_DELAY apart, not all at
+    # once at the end (measured between arrivals, so a busy machine's slow start is no failure)
     arrivals = answers["proxied"][3]
-    assert arrivals[0] < PIECE_DELAY * 0.9 and arrivals[-1] > 3 * PIECE_DELAY * 0.95
+    assert arrivals[-1] - arrivals[0] > 3 * PIECE_DELAY * 0.9
     (row,) = fixed_proxy.records(1, where_tag("bytes"))
     assert (row["fingerprint"], row["resolved_model"]) == ("fp_fixed00001", "fixed-2026")
     assert (row["response_id"], row["request_id"]) == ("chatcmpl-fixed", "req_fixed")
