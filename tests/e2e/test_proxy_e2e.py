@@ -223,7 +223,7 @@ def test_the_sdk_gets_the_same_stream_through_the_proxy_byte_for_byte(
     # chunk by chunk: the pieces came as the server sent them, PIECE_DELAY apart, not all at
     # once at the end (measured between arrivals, so a busy machine's slow start is no failure)
     arrivals = answers["proxied"][3]
-    assert arrivals[-1] - arrivals[0] > 3 * PIECE_DELAY * 0.9
+    assert arrivals[-1] - arrivals[0] > 2 * PIECE_DELAY
     (row,) = fixed_proxy.records(1, where_tag("bytes"))
     assert (row["fingerprint"], row["resolved_model"]) == ("fp_fixed00001", "fixed-2026")
     assert (row["response_id"], row["request_id"]) == ("chatcmpl-fixed", "req_fixed")
