@@ -564,6 +564,51 @@ def stats(
 
 
 @app.command()
+def report(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The HTML file to write.", show_default=False),
+    ],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Target names (default: every target in the history).", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    since: Annotated[datetime | None, _when_option("From this time on")] = None,
+    until: Annotated[datetime | None, _when_option("Before this time")] = None,
+    source: ShownSourceOption = SourceChoice.ALL,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Walk the hash chain for the audit block, as `fpmon verify` does (about "
+            "15 s per million records).",
+        ),
+    ] = True,
+) -> int:
+    """Write one self-contained HTML page of the history: what was served when, shares,
+    changes, errors, learning, the lock, and the chain's state (exit 1 if it is broken)."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.errors import ChainBroken
+    from fp_monitor.domain.models import Window
+    from fp_monitor.output.html_report import report_line
+    from fp_monitor.report import build_report, save_report
+
+    loaded = load_config(config, history=history, baseline=baseline, require_targets=False)
+    window = Window(since, until, source.sources)
+    made = build_report(loaded, targets or [], window, datetime.now(UTC), verify=verify)
+    save_report(output, made)
+    print(report_line(str(output), made))
+    if made.chain is not None and made.chain.broken:
+        raise ChainBroken(f"the chain is broken: {made.chain.broken} (the report shows it)")
+    return ExitCode.OK
+
+
+@app.command()
 def verify(config: ConfigOption = None, history: HistoryOption = None) -> int:
     """Check the tamper-evident chain of the history; exit 1 at the first broken record."""
     from fp_monitor.audit import verify_history
