@@ -74,7 +74,6 @@ def _target(
 ) -> TargetReport:
     counts = sample_counts(history, name, window, buckets, lock)
     checks = check_counts(history, name, window)
-    events, total = change_events(history, name, window, CHANGE_LIMIT)
     return TargetReport(
         name=name,
         status=checks.latest_status,
@@ -84,8 +83,8 @@ def _target(
         last_change_at=checks.last_change_at,
         ok=counts.ok,
         bands=counts.bands,
-        changes=events,
-        change_count=total,
+        changes=change_events(history, name, window, CHANGE_LIMIT),
+        change_count=checks.changes,
         learning=learning_phase(history, name),
         lock=lock,
     )

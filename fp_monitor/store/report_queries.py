@@ -119,6 +119,8 @@ class CheckCounts:
     checks: int
     successful: int
     new_events: int
+    changes: int
+    """Checks whose status moved the served set (CHANGE_STATUSES)."""
     latest_status: str | None
     last_change_at: datetime | None
 
@@ -144,6 +146,7 @@ def check_counts(history: History, target: str, window: Window) -> CheckCounts:
         checks=sum(count for _, count, _, _ in per_status),
         successful=sum(succeeded for _, _, succeeded, _ in per_status),
         new_events=sum(count for status, count, _, _ in per_status if status == "new"),
+        changes=sum(count for status, count, _, _ in per_status if status in _CHANGE_STATUSES),
         latest_status=latest[0][0] if latest else None,
         last_change_at=parse_timestamp(max(changed)) if changed else None,
     )
@@ -151,18 +154,16 @@ def check_counts(history: History, target: str, window: Window) -> CheckCounts:
 
 def change_events(
     history: History, target: str, window: Window, limit: int
-) -> tuple[tuple[ChangeEvent, ...], int]:
+) -> tuple[ChangeEvent, ...]:
     """The newest `limit` checks in `window` whose status moved the served set, newest first,
-    each with the diff against the successful check before it; and how many there are."""
+    each with the diff against the successful check before it (check_counts counts them)."""
     where, params = _window("checked_at", window)
-    chosen = f"FROM checks WHERE target = ? AND {_IN_CHANGE_STATUSES}{where}"
-    args = (target, *_CHANGE_STATUSES, *params)
-    ((total,),) = _rows(history, f"SELECT count(*) {chosen}", args)
     rows = _rows(
         history,
-        f"SELECT id, checked_at, status, source, fingerprints, models, headers {chosen}"
+        "SELECT id, checked_at, status, source, fingerprints, models, headers FROM checks"
+        f" WHERE target = ? AND {_IN_CHANGE_STATUSES}{where}"
         " ORDER BY checked_at DESC, id DESC LIMIT ?",
-        (*args, limit),
+        (target, *_CHANGE_STATUSES, *params, limit),
     )
     first_seen = {
         (field, value): parse_timestamp(at)
@@ -184,7 +185,7 @@ def change_events(
                 check_diff(target, before, now, first_seen),
             )
         )
-    return tuple(events), int(total)
+    return tuple(events)
 
 
 def _previous(
