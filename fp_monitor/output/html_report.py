@@ -279,7 +279,8 @@ def _timeline(buckets: Buckets, index: int, t: TargetReport) -> str:
     kinds = [KIND_TITLES[k] for k in BandKind if t.of(k)]
     caption = f"What was served: one band per {', '.join(kinds) or 'value'}"
     return (
-        f"<figure>\n<figcaption>{_e(caption)}; ▼ marks a change event</figcaption>\n"
+        f"<figure>\n<figcaption>{_e(caption)}; ▼ marks a change event, grey a bucket "
+        "with no check</figcaption>\n"
         f'<div class="chart timeline" id="timeline-{index}"></div>\n'
         f"<details><summary>The timeline as a table: when each value was served</summary>\n"
         f"{table}</details>\n</figure>\n"

@@ -99,6 +99,24 @@
     };
   }
 
+  // Buckets with no sample at all (no check ran then) in light grey, under the bands: a gap
+  // in a band then reads "checked, not served" only where the background is white.
+  function unchecked(t) {
+    const errors = t.bands.filter((b) => b.kind === "error");
+    const empty = t.ok.map((ok, i) => ok === 0 && !errors.some((b) => b.counts[i] > 0));
+    return (u) => {
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.fillStyle = "#ececec";
+      empty.forEach((none, i) => {
+        if (!none) return;
+        const a = u.valToPos(xs[i], "x", true);
+        ctx.fillRect(a, u.bbox.top, u.valToPos(xs[i + 1], "x", true) - a, u.bbox.height);
+      });
+      ctx.restore();
+    };
+  }
+
   // Axis times in UTC, as the tables: seconds for short ranges, dates for long ones.
   const span = B.count * B.size;
   const tick = (ts) => {
@@ -147,6 +165,7 @@
         },
       ],
       hooks: {
+        drawClear: [unchecked(t)],
         draw: [overlays(t)],
         setCursor: [
           (u) => {
@@ -193,6 +212,7 @@
       series,
       axes: [xAxis, { size: 220, values: (u, splits) => splits.map((s) => Math.round(s * 100) + "%") }],
       hooks: {
+        drawClear: [unchecked(t)],
         draw: [overlays(t)],
         setCursor: [
           (u) => {
