@@ -271,6 +271,7 @@ EXPECTED_INDEXES = {
             "error_kind",
         ),
     ),
+    ("checks_report", "checks", ("target", "status", "checked_at", "source")),
 }
 
 

@@ -163,16 +163,26 @@ def test_sources_and_ranges_filter_the_counts(history: History) -> None:
     assert later.ok == (0, 1)
 
 
-def test_the_counts_read_the_covering_index_not_the_rows(history: History) -> None:
-    check(history, T0, ["fp_a"])
-    history._db.execute("ANALYZE")
+def test_the_counts_read_covering_indexes_not_the_rows(history: History) -> None:
+    for hour in range(3):
+        check(history, T0 + hour * HOUR, ["fp_a"] if hour % 2 else ["fp_b"])
     traced: list[str] = []
     history._db.set_trace_callback(traced.append)
-    sample_counts(history, "grok", Window(since=T0), Buckets(T0, 3600, 1), None)
+    window = Window(since=T0, sources=frozenset({Source.PROBE}))
+    sample_counts(history, "grok", window, Buckets(T0, 3600, 3), None)
+    check_counts(history, "grok", window)
+    change_events(history, "grok", window, limit=2)
     history._db.set_trace_callback(None)
-    (query,) = [q for q in traced if "GROUP BY bucket" in q]
-    plan = " ".join(row[3] for row in history._db.execute(f"EXPLAIN QUERY PLAN {query}"))
-    assert "COVERING INDEX observations_report" in plan
+    plans = {
+        query: " ".join(row[3] for row in history._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+        for query in traced
+    }
+    (counts,) = [plan for query, plan in plans.items() if "GROUP BY bucket" in query]
+    assert "COVERING INDEX observations_report" in counts
+    (statuses,) = [plan for query, plan in plans.items() if "GROUP BY status" in query]
+    assert "COVERING INDEX checks_report" in statuses
+    (newest,) = [plan for query, plan in plans.items() if "WHERE id IN (SELECT" in query]
+    assert "COVERING INDEX checks_report" in newest
 
 
 def test_check_counts_agree_with_stats(history: History, tmp_path: Path) -> None:

@@ -292,15 +292,19 @@ def _shares(buckets: Buckets, index: int, t: TargetReport) -> str:
     rows = []
     for i in range(buckets.count):
         if t.ok[i]:
-            shares = [f"{band.counts[i] / t.ok[i]:.1%}" for band in values]
-            rows.append((_e(_edge(buckets, i)), str(t.ok[i]), *shares))
-    headers = ("bucket from", "samples#", *(_e(show_value(b.value)) + "#" for b in values))
+            shares = ", ".join(
+                f"{_value(band.value)} {band.counts[i] / t.ok[i]:.1%}"
+                for band in values
+                if band.counts[i]
+            )
+            rows.append((_e(_edge(buckets, i)), str(t.ok[i]), shares))
     return (
         "<figure>\n<figcaption>Share of each fingerprint in the successful samples of each "
         "bucket</figcaption>\n"
         f'<div class="chart share" id="share-{index}"></div>\n{_legend(values)}'
         "<details><summary>The shares as a table, bucket by bucket</summary>\n"
-        f"{_table(headers, rows)}</details>\n</figure>\n"
+        f"{_table(('bucket from', 'samples#', 'fingerprints served'), rows)}</details>\n"
+        "</figure>\n"
     )
 
 
