@@ -1,5 +1,5 @@
-"""Reading and keeping the history: `fpmon history`, `stats`, `verify`, `export`, `import`,
-`prune`."""
+"""Reading and keeping the history: `fpmon history`, `stats`, `report`, `verify`, `export`,
+`import`, `prune`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from fp_monitor.cli.app import app
 from fp_monitor.cli.options import (
     MAX_COUNT,
+    BaselineOption,
     ConfigOption,
     HistoryOption,
     ListFormat,
@@ -24,9 +25,6 @@ from fp_monitor.cli.options import (
     when_option,
 )
 from fp_monitor.domain.errors import ExitCode
-
-if TYPE_CHECKING:
-    pass
 
 
 @app.command("history")
@@ -85,6 +83,51 @@ def stats(
         print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
     else:
         render_stats(found, sys.stdout)
+    return ExitCode.OK
+
+
+@app.command()
+def report(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The HTML file to write.", show_default=False),
+    ],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Target names (default: every target in the history).", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    baseline: BaselineOption = None,
+    since: Annotated[datetime | None, when_option("From this time on")] = None,
+    until: Annotated[datetime | None, when_option("Before this time")] = None,
+    source: ShownSourceOption = SourceChoice.ALL,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Walk the hash chain for the audit block, as `fpmon verify` does (about "
+            "15 s per million records).",
+        ),
+    ] = True,
+) -> int:
+    """Write one self-contained HTML page of the history: what was served when, shares,
+    changes, errors, learning, the lock, and the chain's state (exit 1 if it is broken)."""
+    from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.errors import ChainBroken
+    from fp_monitor.domain.models import Window
+    from fp_monitor.output.html_report import report_line
+    from fp_monitor.report import build_report, save_report
+
+    loaded = load_config(config, history=history, baseline=baseline, require_targets=False)
+    window = Window(since, until, source.sources)
+    made = build_report(loaded, targets or [], window, datetime.now(UTC), verify=verify)
+    save_report(output, made)
+    print(report_line(str(output), made))
+    if made.chain is not None and made.chain.broken:
+        raise ChainBroken(f"the chain is broken: {made.chain.broken} (the report shows it)")
     return ExitCode.OK
 
 

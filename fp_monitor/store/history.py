@@ -191,6 +191,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         # A check's previous one is the latest of its own source (see History.facts).
         "CREATE INDEX checks_target_source_time ON checks (target, source, checked_at);",
     ),
+    (
+        # `fpmon report` counts samples per time bucket and value, and checks per status,
+        # from these indexes alone, never reading the rows (an observation carries its raw
+        # response): a million observations in about a second instead of three
+        # (benchmarks/report.py).
+        "0011_report_index",
+        """
+        CREATE INDEX observations_report ON observations (target, observed_at, source,
+            fingerprint, fingerprint_state, resolved_model, error_kind);
+        CREATE INDEX checks_report ON checks (target, status, checked_at, source);
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)

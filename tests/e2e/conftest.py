@@ -75,3 +75,12 @@ def recorder(isolated: Path) -> tuple[str, Path]:
 def recorded(path: Path) -> list[dict[str, Any]]:
     """What the recorder's command notifier received, in order."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def report_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fpmon.toml of a history recorded for `fpmon report` (see report_history.py), once per
+    test module; a test that alters the history works on a copy."""
+    from tests.e2e.report_history import record_history
+
+    return record_history(tmp_path_factory.mktemp("report"))

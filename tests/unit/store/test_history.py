@@ -258,6 +258,20 @@ EXPECTED_INDEXES = {
     ("checks_target_learning", "checks", ("target", "id")),
     ("checks_target_source", "checks", ("target", "source", "id")),
     ("checks_target_source_time", "checks", ("target", "source", "checked_at")),
+    (
+        "observations_report",
+        "observations",
+        (
+            "target",
+            "observed_at",
+            "source",
+            "fingerprint",
+            "fingerprint_state",
+            "resolved_model",
+            "error_kind",
+        ),
+    ),
+    ("checks_report", "checks", ("target", "status", "checked_at", "source")),
 }
 
 
