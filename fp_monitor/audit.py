@@ -18,19 +18,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, chain_hash, walk
+from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, CheckpointKind, chain_hash, walk
 from fp_monitor.config import Config
 from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError
 from fp_monitor.fileio import open_atomic
 from fp_monitor.history import (
     Appended,
+    CheckSets,
     History,
+    merge_known,
     observation_from_row,
     parse_timestamp,
     timestamp,
 )
-from fp_monitor.models import ErrorKind, Source
+from fp_monitor.models import ErrorKind, Source, Status
 from fp_monitor.reading import missing_history, open_history
 
 EXPORT_VERSION = 1
@@ -108,9 +110,94 @@ def verify_history(path: Path) -> Verified:
     with open_history(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
         result = walk(history.iter_chain(), checkpoints)
-    if result.broken is not None:
-        raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
+        if result.broken is not None:
+            raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
+        _verify_caches(history, checkpoints)
     return Verified(result.records, result.head_id, result.head_hash, tuple(checkpoints))
+
+
+def _verify_caches(history: History, checkpoints: Sequence[Checkpoint]) -> None:
+    """Detection reads the checks and known values, not the records: each must be what the
+    chained records (and the baseline of the pruned ones) give, else ChainBroken names it."""
+    expected = merge_known(history.known_baseline(), history.derived_known())
+    for table, stored, derived in (
+        ("known_values_by_source", history.stored_known(), expected),
+        ("known_values", history.stored_known(by_source=False), history.expected_union()),
+    ):
+        for key in sorted(stored.keys() | derived.keys()):
+            if stored.get(key) == derived.get(key):
+                continue
+            change = "added" if key not in derived else "deleted" if key not in stored else "edited"
+            raise ChainBroken(
+                f"the table {table} does not follow from the chained records: "
+                f"{' '.join(key)[:120]!r} was {change} "
+                f"(stored {stored.get(key)}, the records give {derived.get(key)})"
+            )
+    last_prune = max(
+        (timestamp(c.created_at) for c in checkpoints if c.kind is CheckpointKind.PRUNE),
+        default=None,
+    )
+    derived_checks = history.derived_checks()
+    for (
+        row_id,
+        check_id,
+        target,
+        source,
+        at,
+        status,
+        fps,
+        models,
+        headers,
+        errors,
+    ) in history.check_rows():
+        problem = _check_problem(
+            derived_checks.get((check_id, target, source)),
+            fps,
+            models,
+            headers,
+            errors,
+            status,
+            at,
+            last_prune,
+        )
+        if problem:
+            raise ChainBroken(f"check row {row_id} ({target}, {at}) {problem}")
+
+
+def _check_problem(
+    sets: CheckSets | None,
+    fingerprints: str | None,
+    models: str | None,
+    headers: str | None,
+    errors: int,
+    status: str,
+    checked_at: str,
+    last_prune: str | None,
+) -> str | None:
+    try:
+        parse_timestamp(checked_at)
+        Status(status)
+        stored = (
+            None if fingerprints is None else sorted(json.loads(fingerprints)),
+            None if models is None else sorted(json.loads(models)),
+            {k: sorted(v) for k, v in json.loads(headers or "{}").items()},
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"is corrupt: {str(exc)[:80]}"
+    if sets is None:
+        # Prune keeps each target's latest successful check without its records.
+        if last_prune is not None and checked_at <= last_prune:
+            return None
+        return "has no records in the chain: it was added"
+    succeeded = bool(sets.fingerprints or sets.models)
+    derived = (
+        sorted(sets.fingerprints) if succeeded else None,
+        sorted(sets.models) if succeeded else None,
+        {k: sorted(v) for k, v in sets.headers.items()} if succeeded else {},
+    )
+    if stored != derived or errors != sets.errors:
+        return "does not follow from its records: it was edited"
+    return None
 
 
 def export_history(path: Path, output: Path | None, stdout: IO[str]) -> int:

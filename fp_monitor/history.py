@@ -7,6 +7,7 @@ SQLite's lock (busy timeout) instead of losing rows or forking the chain.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -14,13 +15,13 @@ import random
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fp_monitor.chain import (
     GENESIS_HASH,
@@ -52,6 +53,7 @@ from fp_monitor.models import (
 )
 
 BUSY_TIMEOUT_SECONDS = 60.0
+_T = TypeVar("_T")
 
 # Append-only: never edit or reorder an entry; add a new one. Each runs once, in order.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -191,6 +193,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         # A check's previous one is the latest of its own source (see History.facts).
         "CREATE INDEX checks_target_source_time ON checks (target, source, checked_at);",
     ),
+    (
+        # The known values of records no longer in the chain (pruned, or counted before the
+        # known values were kept in step with the records): verify derives the known-value
+        # tables from this and the chained records. Filled by History._migrate and by prune.
+        "0009_known_baseline",
+        """
+        CREATE TABLE known_baseline (
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            samples INTEGER NOT NULL,
+            PRIMARY KEY (target, source, field, value)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
@@ -215,7 +234,10 @@ def timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str) -> datetime:
     # fromisoformat reads this fixed format over 20 times faster than strptime, which
     # matters when a timeline parses thousands of rows.
-    return datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:  # compared with aware times later: refuse it here, by name
+        raise ValueError(f"{text[:40]!r} has no time zone")
+    return moment
 
 
 def fingerprint_columns(token: str | None) -> tuple[str | None, str | None]:
@@ -308,11 +330,82 @@ class History:
                 for statement in sql.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                if name == "0009_known_baseline":
+                    self._keep_unchained_known()
                 self._db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?)",
                     (name, timestamp(datetime.now(UTC))),
                 )
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _keep_unchained_known(self) -> None:
+        """Move what the known values hold beyond the chained records into the baseline, and
+        add what the records hold beyond the known values (a history of schema 2 counted none
+        of its first records), so that each table is what verify derives."""
+        derived, stored = self.derived_known(), self.stored_known()
+        baseline = {}
+        for key, (first_seen, samples) in stored.items():
+            counted = derived.get(key, ("", 0))
+            if samples > counted[1] or first_seen != counted[0]:
+                baseline[key] = (first_seen, max(samples - counted[1], 0))
+        self._db.executemany(
+            "INSERT INTO known_baseline VALUES (?, ?, ?, ?, ?, ?)",
+            [(*key, first_seen, samples) for key, (first_seen, samples) in baseline.items()],
+        )
+        for table, columns, stored_now, expected in (
+            ("known_values_by_source", 6, stored, merge_known(baseline, derived)),
+            ("known_values", 5, self.stored_known(by_source=False), self.expected_union()),
+        ):
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO {table} VALUES ({_marks(columns)})",
+                [(*key, *count) for key, count in expected.items() if stored_now.get(key) != count],
+            )
+
+    def derived_known(
+        self, through_id: int = 2**63 - 1, *, by_source: bool = True
+    ) -> dict[KnownKey, KnownCount]:
+        """(target, source, field, value) -> (first seen, samples) as the chained records up
+        to `through_id` give them, every successful observation counting its values; without
+        `by_source`, (target, field, value) over every source."""
+        group = "target, source" if by_source else "target"
+        found: dict[KnownKey, KnownCount] = {}
+        for field, column in (("fingerprint", _FINGERPRINT_TOKEN), ("model", "resolved_model")):
+            # min(id) makes SQLite return the observed_at of the first record with the value
+            cursor = self._db.execute(
+                f"SELECT {group}, {column} AS value, min(id), observed_at, count(*)"
+                " FROM observations WHERE error_kind IS NULL AND id <= ?"
+                f" GROUP BY {group}, value HAVING value IS NOT NULL",
+                (through_id,),
+            )
+            for *owner, value, _, first_seen, samples in cursor:
+                found[(*owner, field, value)] = (first_seen, samples)
+        return found
+
+    def stored_known(self, *, by_source: bool = True) -> dict[KnownKey, KnownCount]:
+        """The known-value table detection reads (by source, or of every source)."""
+        table, key = (
+            ("known_values_by_source", "target, source")
+            if by_source
+            else ("known_values", "target")
+        )
+        return {
+            tuple(row[:-2]): (row[-2], row[-1])
+            for row in self._db.execute(
+                f"SELECT {key}, field, value, first_seen, samples FROM {table}"
+            )
+        }
+
+    def known_baseline(self) -> dict[KnownKey, KnownCount]:
+        return {
+            tuple(row[:-2]): (row[-2], row[-1])
+            for row in self._db.execute(
+                "SELECT target, source, field, value, first_seen, samples FROM known_baseline"
+            )
+        }
+
+    def expected_union(self) -> dict[KnownKey, KnownCount]:
+        """What the known_values table must hold: the baseline and the records, every source."""
+        return merge_known(union_known(self.known_baseline()), self.derived_known(by_source=False))
 
     def write(self) -> AbstractContextManager[None]:
         """One write transaction that holds SQLite's write lock from its start."""
@@ -359,7 +452,7 @@ class History:
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
             latest = (
-                "SELECT fingerprints, models, headers FROM checks "
+                "SELECT id, fingerprints, models, headers FROM checks "
                 "WHERE target = ? AND fingerprints IS NOT NULL{} "
                 "ORDER BY checked_at DESC, id DESC LIMIT 1"
             )
@@ -372,7 +465,10 @@ class History:
             counts = {}
             for field, value, seen, samples in self._db.execute(known_sql, (target, *names)):
                 known.setdefault(field, set()).add(value)
-                first_seen[(field, value)] = parse_timestamp(seen)
+                where = f"the known {field} {value[:40]!r} of {target}"
+                first_seen[(field, value)] = self._decode(
+                    where, "first_seen", parse_timestamp, seen
+                )
                 if field == "fingerprint":
                     counts[value] = samples
             # The latest check that learns says whether learning is over (it never restarts).
@@ -390,12 +486,24 @@ class History:
         }
         if previous is None:
             return TargetFacts(**common)
+        check = f"check row {previous[0]}"
         return TargetFacts(
-            previous_fingerprints=frozenset(json.loads(previous[0])),
-            previous_models=frozenset(json.loads(previous[1])),
-            previous_headers={k: frozenset(v) for k, v in json.loads(previous[2]).items()},
+            previous_fingerprints=self._decode(check, "fingerprints", _value_set, previous[1]),
+            previous_models=self._decode(check, "models", _value_set, previous[2]),
+            previous_headers=self._decode(check, "headers", _header_sets, previous[3]),
             **common,
         )
+
+    def _decode(self, where: str, column: str, decode: Callable[[Any], _T], value: Any) -> _T:
+        """A stored value as its reader needs it; a corrupt one is a HistoryError naming the
+        row, not a crash in whatever reads it next."""
+        try:
+            return decode(value)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise HistoryError(
+                f"history {self.path}: {where}: {column} is corrupt ({str(exc)[:80]}): "
+                "run `fpmon verify`, and restore the file from a copy or an export"
+            ) from None
 
     def append_check(
         self,
@@ -589,12 +697,22 @@ class History:
             ).fetchall()
         changed_at = [at for status, _, at in counts if status in CHANGE_STATUSES]
         return TargetState(
-            last_checked_at=parse_timestamp(last[1]) if last else None,
+            last_checked_at=(
+                self._decode(f"check {last[0]}", "checked_at", parse_timestamp, last[1])
+                if last
+                else None
+            ),
             last_ok=bool(last[2]) if last else None,
             latency_ms=statistics.median(latencies) if latencies else None,
             served=self.served(target, last_ok[0]) if last_ok else frozenset(),
             status_counts={status: count for status, count, _ in counts},
-            last_change_at=parse_timestamp(max(changed_at)) if changed_at else None,
+            last_change_at=(
+                self._decode(
+                    f"the checks of {target}", "checked_at", parse_timestamp, max(changed_at)
+                )
+                if changed_at
+                else None
+            ),
         )
 
     def last_check_row(self) -> int:
@@ -613,7 +731,14 @@ class History:
                 f"AND source = 'traffic' AND status IN ({_TRAFFIC_STATUSES}) ORDER BY id",
                 (after, last),
             ).fetchall()
-        return [(target, Status(status), parse_timestamp(at)) for target, status, at in rows], last
+        return [
+            (
+                target,
+                self._decode(f"a check of {target}", "status", Status, status),
+                self._decode(f"a check of {target}", "checked_at", parse_timestamp, at),
+            )
+            for target, status, at in rows
+        ], last
 
     def count_observations(self, target: str | None = None) -> int:
         with _errors(self.path):
@@ -652,14 +777,15 @@ class History:
                 (target, *params),
             )
             for id_, check_id, name, at, status, fingerprints, models, samples, errors in cursor:
+                row = f"check row {id_}"
                 yield CheckRecord(
                     id=id_,
                     check_id=check_id,
                     target=name,
-                    checked_at=parse_timestamp(at),
+                    checked_at=self._decode(row, "checked_at", parse_timestamp, at),
                     status=status,
-                    fingerprints=_value_set(fingerprints),
-                    models=_value_set(models),
+                    fingerprints=self._decode(row, "fingerprints", _optional_set, fingerprints),
+                    models=self._decode(row, "models", _optional_set, models),
                     samples=samples,
                     errors=errors,
                 )
@@ -679,7 +805,10 @@ class History:
             cursor.row_factory = sqlite3.Row
             return [
                 Recorded(
-                    row["id"], row["check_id"], observation_from_row(row), Source(row["source"])
+                    row["id"],
+                    row["check_id"],
+                    self._decode(f"record {row['id']}", "a column", observation_from_row, row),
+                    self._decode(f"record {row['id']}", "source", Source, row["source"]),
                 )
                 for row in cursor
             ]
@@ -712,6 +841,36 @@ class History:
             # walk over a million records.
             for values in cursor:
                 yield dict(zip(columns, values, strict=True))
+
+    def check_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every check row as stored: id, check_id, target, source, checked_at, status,
+        fingerprints, models, headers, errors."""
+        with _errors(self.path):
+            yield from self._db.execute(
+                "SELECT id, check_id, target, source, checked_at, status, fingerprints, models,"
+                " headers, errors FROM checks ORDER BY id"
+            )
+
+    def derived_checks(self) -> dict[tuple[str, str, str], CheckSets]:
+        """(check_id, target, source) -> what the check's chained records give its row."""
+        found: dict[tuple[str, str, str], CheckSets] = {}
+        with _errors(self.path):
+            cursor = self._db.execute(
+                f"SELECT check_id, target, source, {_FINGERPRINT_TOKEN}, resolved_model, headers,"
+                " error_kind FROM observations"
+            )
+            for check_id, target, source, token, model, headers, error in cursor:
+                sets = found.setdefault((check_id, target, source), CheckSets())
+                if error is not None:
+                    sets.errors += 1
+                    continue
+                if token is not None:
+                    sets.fingerprints.add(token)
+                if model is not None:
+                    sets.models.add(model)
+                for name, value in self._decode("a record", "headers", json.loads, headers).items():
+                    sets.headers.setdefault(name, set()).add(value)
+        return found
 
     def checkpoints(self) -> list[Checkpoint]:
         with _errors(self.path):
@@ -772,6 +931,12 @@ class History:
                     "DELETE FROM chain_checkpoints WHERE kind = ? AND after_id < ?",
                     (CheckpointKind.IMPORT.value, plan.last_id),
                 )
+                baseline = merge_known(self.known_baseline(), self.derived_known(plan.last_id))
+                self._db.execute("DELETE FROM known_baseline")
+                self._db.executemany(
+                    "INSERT INTO known_baseline VALUES (?, ?, ?, ?, ?, ?)",
+                    [(*key, first, samples) for key, (first, samples) in baseline.items()],
+                )
                 self._db.execute("DELETE FROM observations WHERE id <= ?", (plan.last_id,))
             self._db.execute(
                 f"DELETE FROM checks WHERE {_PRUNABLE_CHECKS}", (timestamp(plan.cutoff),)
@@ -784,6 +949,41 @@ class History:
             # In WAL mode the compacted file first lands in the WAL; while another process
             # (a `fpmon watch`) keeps the history open, only a checkpoint shrinks the files.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+KnownKey = tuple[str, ...]
+"""(target, source, field, value) of a known value; (target, field, value) of every source."""
+KnownCount = tuple[str, int]
+"""(first seen, as stored, and samples) of a known value."""
+_FINGERPRINT_TOKEN = (
+    f"CASE fingerprint_state WHEN 'null' THEN '{NULL}' WHEN 'absent' THEN '{ABSENT}'"
+    " ELSE fingerprint END"
+)
+
+
+def merge_known(
+    earlier: Mapping[KnownKey, KnownCount], later: Mapping[KnownKey, KnownCount]
+) -> dict[KnownKey, KnownCount]:
+    """Known values counted over two stretches of records, `earlier` before `later`."""
+    merged = dict(earlier)
+    for key, (first_seen, samples) in later.items():
+        before = merged.get(key)
+        merged[key] = (first_seen, samples) if before is None else (before[0], before[1] + samples)
+    return merged
+
+
+def union_known(known: Mapping[KnownKey, KnownCount]) -> dict[KnownKey, KnownCount]:
+    """The known values of every source together, as the known_values table keeps them: first
+    seen by the earliest source (timestamps sort as text), samples summed."""
+    union: dict[KnownKey, KnownCount] = {}
+    for (target, _, field, value), (first_seen, samples) in known.items():
+        before = union.get((target, field, value))
+        union[(target, field, value)] = (
+            (first_seen, samples)
+            if before is None
+            else (min(before[0], first_seen), before[1] + samples)
+        )
+    return union
 
 
 _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters
@@ -799,6 +999,16 @@ class Appended(Enum):
     APPENDED = "appended"
     SPLICED = "spliced"
     """Appended, and it continues another chain: an import checkpoint was recorded."""
+
+
+@dataclass
+class CheckSets:
+    """What a check row must say, gathered from its records one by one."""
+
+    fingerprints: set[str] = dataclasses.field(default_factory=set)
+    models: set[str] = dataclasses.field(default_factory=set)
+    headers: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -836,9 +1046,27 @@ def _window(column: str, window: Window) -> tuple[str, list[Any]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _value_set(text: str | None) -> frozenset[str] | None:
+def _value_set(text: str) -> frozenset[str]:
+    """A stored JSON list of strings; ValueError when it is anything else."""
     # Cached: a timeline reads the same few sets thousands of times in a row.
-    return None if text is None else frozenset(json.loads(text))
+    return _strings(json.loads(text))
+
+
+def _strings(values: Any) -> frozenset[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("expected a JSON list of strings")
+    return frozenset(values)
+
+
+def _optional_set(text: str | None) -> frozenset[str] | None:
+    return None if text is None else _value_set(text)
+
+
+def _header_sets(text: str) -> dict[str, frozenset[str]]:
+    headers = json.loads(text)
+    if not isinstance(headers, dict):
+        raise ValueError("expected a JSON object")
+    return {name: _strings(values) for name, values in headers.items()}
 
 
 def observation_from_row(row: Row) -> Observation:

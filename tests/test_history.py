@@ -246,6 +246,14 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("first_seen", "TEXT", 1, None, 0),
         ("samples", "INTEGER", 1, "0", 0),
     ],
+    "known_baseline": [
+        ("target", "TEXT", 1, None, 1),
+        ("source", "TEXT", 1, None, 2),
+        ("field", "TEXT", 1, None, 3),
+        ("value", "TEXT", 1, None, 4),
+        ("first_seen", "TEXT", 1, None, 0),
+        ("samples", "INTEGER", 1, None, 0),
+    ],
 }
 EXPECTED_INDEXES = {
     ("observations_target", "observations", ("target", "id")),
