@@ -8,15 +8,18 @@ SQLite's lock (busy timeout) instead of losing rows or forking the chain.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
 import random
 import sqlite3
+import stat
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -291,6 +294,7 @@ class History:
         if not path.exists():
             return None
         with _errors(path):
+            _refuse_special(path)
             db = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
                 uri=True,
@@ -1150,8 +1154,54 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 def _create_private(path: Path) -> None:
     """Create the file readable by its owner only, before SQLite creates it with the umask."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        _refuse_special(path)
+    except FileNotFoundError:
+        # Not O_EXCL, which refuses a symlink to nothing: SQLite then made its target 0644.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_special(path: Path) -> None:
+    """HistoryError unless the history (FileNotFoundError when it is missing) and the -wal and
+    -shm files SQLite keeps beside it are regular files: SQLite waits forever on a FIFO."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            if file == path:
+                raise
+            continue
+        if not stat.S_ISREG(mode):
+            kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), "a special file")
+            raise HistoryError(
+                f"history {file} is {kind}, not a regular file: "
+                "pass --history with the path of a history file"
+            )
+
+
+def _why_unwritable(path: Path, problem: str) -> str:
+    """SQLite says "read-only" or "unable to open" when it cannot create its -wal and -shm
+    files beside the history, however writable the history itself is: name the directory."""
+    directory = path.resolve().parent
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError:
+        return (
+            f"the directory {directory} is read-only, and SQLite keeps its -wal and -shm files "
+            "beside the history: make the directory writable, or pass --history"
+        )
+    if "readonly" in problem:
+        return "the file is read-only: check its permissions or pass --history"
+    return problem
 
 
 @contextmanager
@@ -1165,8 +1215,11 @@ def _errors(path: Path) -> Iterator[None]:
             text = "the file is not an fpmon history (not a SQLite database)"
         elif "locked" in text or "busy" in text:
             text = "locked by another process; try again, or pass another --history"
-        elif "readonly" in text:
-            text = "the file is read-only: check its permissions or pass --history"
+        elif "readonly" in text or "unable to open" in text:
+            text = _why_unwritable(path, text)
         raise HistoryError(f"history {path}: {text}") from exc
     except OSError as exc:
-        raise HistoryError(f"history {path}: {exc.strerror or exc}") from exc
+        text = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            text = _why_unwritable(path, text)
+        raise HistoryError(f"history {path}: {text}") from exc

@@ -1,8 +1,12 @@
-"""The installed fpmon on a history edited outside its records (issue 12, item 12): exit 4
-naming the row, never a traceback, and verify finds it."""
+"""The installed fpmon on a hostile history: edited outside its records (issue 12, item 12),
+exit 4 naming the row, never a traceback, and verify finds it; anything but a writable regular
+file at its path (item 9), exit 4 at once, naming what is there."""
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 from fp_monitor.fake_api import FakeAPI
 from tests.conftest import Run
 from tests.test_audit import execute
+from tests.test_traffic import read_only
 
 
 @pytest.mark.parametrize(
@@ -45,3 +50,101 @@ def test_check_and_history_exit_4_on_a_corrupt_check(
         assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
     run = fpmon("verify")
     assert run.code == 1 and "check row 1 (beta, " in run.err + run.out
+
+
+# --- what lies at the history's path (issue 12, item 9) -----------------------------------
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+NOT_A_FILE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "fifo": (_fifo, "is a named pipe (FIFO), not a regular file"),
+    "socket": (_socket, "is a socket, not a regular file"),
+    "directory": (_directory, "is a directory, not a regular file"),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "verify", "history", "stats", "export"])
+@pytest.mark.parametrize("kind", NOT_A_FILE)
+def test_anything_but_a_regular_file_at_the_history_path_is_refused(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    kind: str,
+    command: str,
+) -> None:
+    """A FIFO made verify and history hang forever: every command says what is there, at once."""
+    write_config(fake.base_url, beta={"model": "model-b"})
+    make, named = NOT_A_FILE[kind]
+    make(isolated / "h.db")
+    run = fpmon(command, "--history", "h.db", timeout=20)
+    assert run.code == 4, run.err
+    assert (
+        run.err.strip()
+        == f"fpmon: error: history h.db {named}: pass --history with the path of a history file"
+    )
+    assert not fake.requests()  # refused before anything was probed
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_fifo_beside_the_history_is_refused(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    suffix: str,
+) -> None:
+    write_config(fake.base_url, beta={"model": "model-b"})
+    assert fpmon("check", "--history", "h.db").code == 0
+    os.mkfifo(isolated / f"h.db{suffix}")
+    for command in ("check", "verify"):
+        run = fpmon(command, "--history", "h.db", timeout=20)
+        assert run.code == 4, run.err
+        assert f"history h.db{suffix} is a named pipe (FIFO), not a regular file" in run.err
+
+
+def test_a_dangling_symlink_at_the_history_path_makes_an_owner_only_file(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path], isolated: Path
+) -> None:
+    write_config(fake.base_url, beta={"model": "model-b"})
+    (isolated / "data").mkdir()
+    (isolated / "h.db").symlink_to(isolated / "data" / "history.db")
+    previous = os.umask(0o022)  # the usual umask, which SQLite's own creation follows
+    try:
+        assert fpmon("check", "--history", "h.db").code == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((isolated / "data" / "history.db").stat().st_mode) == 0o600
+    assert fpmon("verify", "--history", "data/history.db").code == 0
+
+
+@pytest.mark.parametrize("command", ["check", "history", "verify"])
+def test_a_history_in_a_read_only_directory_names_the_directory(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+    command: str,
+) -> None:
+    """SQLite keeps its -wal and -shm files beside the history: the file being writable is not
+    enough, and the message said "the file is read-only" all the same."""
+    write_config(fake.base_url, beta={"model": "model-b"})
+    (isolated / "data").mkdir()
+    assert fpmon("check", "--history", "data/h.db").code == 0
+    with read_only(isolated / "data"):
+        run = fpmon(command, "--history", "data/h.db")
+    assert run.code == 4, run.err
+    assert f"the directory {isolated / 'data'} is read-only" in run.err
+    assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
