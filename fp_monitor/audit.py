@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NoReturn
 
 from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, CheckpointKind, chain_hash, walk
 from fp_monitor.config import Config
@@ -38,6 +38,13 @@ from fp_monitor.reading import missing_history, open_history
 EXPORT_VERSION = 1
 IMPORT_BATCH = 5000
 """Records per write transaction: a long import lets concurrent checks in between."""
+MAX_LINE_BYTES = 16 * 2**20
+"""The longest line import reads: a record holds the server strings of at most one response
+body (4 MiB, the probe's bound) and 16 KiB of raw response; the rest is room for JSON escapes."""
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far ahead of this machine's clock an imported record may be (the exporting machine's
+clock may run ahead): a record dated later would stay every later check's previous one."""
+_INTEGER_MAX = 2**63 - 1  # SQLite's INTEGER
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _STATES = (None, "value", "null", "empty", "absent")
@@ -218,13 +225,14 @@ def _write_records(history: History, handle: IO[str]) -> int:
     return count
 
 
-def import_history(path: Path, source: Path) -> Imported:
-    """Append the records of an export file that the history does not hold yet."""
+def import_history(path: Path, source: Path, now: datetime) -> Imported:
+    """Append the records of an export file that the history does not hold yet; a record dated
+    after `now` (beyond FUTURE_SKEW) is invalid."""
     invalid: list[str] = []
     junctions: list[int] = []
     appended = present = checks = 0
     with _open_input(source) as stream, History.open(path) as history:
-        groups = _check_groups(_valid_records(stream, source, invalid))
+        groups = _check_groups(_valid_records(stream, source, invalid, now + FUTURE_SKEW))
         for batch in _batches(groups, IMPORT_BATCH):
             with history.write():
                 # The observations first, in one statement; then each check, which detection
@@ -273,21 +281,39 @@ def _open_input(source: Path) -> Iterator[BinaryIO]:
 
 
 def _valid_records(
-    stream: Iterable[bytes], source: Path, invalid: list[str]
+    stream: BinaryIO, source: Path, invalid: list[str], latest: datetime
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each valid line; each other non-blank line is noted."""
-    for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
-            continue
+    for number, raw in enumerate(_bounded_lines(stream), start=1):
         try:
-            yield number, parse_record(raw.decode("utf-8"))
+            if raw is None:
+                raise ValueError(f"the line is longer than {MAX_LINE_BYTES // 2**20} MiB")
+            if not raw.strip():
+                continue
+            yield number, parse_record(raw.decode("utf-8"), latest)
         except (UnicodeDecodeError, ValueError) as exc:
             invalid.append(f"{source}:{number}: not a valid record, skipped: {exc}")
+        except RecursionError:
+            invalid.append(f"{source}:{number}: not a valid record, skipped: nested too deeply")
 
 
-def parse_record(text: str) -> dict[str, Any]:
-    """One exported line -> its record; ValueError says what is wrong with it."""
-    data = json.loads(text)
+def _bounded_lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of `stream`; None for a line longer than MAX_LINE_BYTES, whose rest is read
+    past a MiB at a time, never held whole."""
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        del line  # not held while its rest is read
+        while (rest := stream.readline(2**20)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def parse_record(text: str, latest: datetime) -> dict[str, Any]:
+    """One exported line -> its record; ValueError says what is wrong with it. A record dated
+    after `latest` is refused."""
+    data = json.loads(text, parse_constant=_refuse_constant)
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     if data.get("version") != EXPORT_VERSION:
@@ -304,25 +330,46 @@ def parse_record(text: str) -> dict[str, Any]:
         if (value is None and not nullable) or (value is not None and (type(value) is not kind)):
             raise ValueError(f"{field}: expected {kind.__name__}, got {type(value).__name__}")
         record[field] = value
-    _check_semantics(record)
+    _check_semantics(record, latest)
     if chain_hash(record) != record["hash"]:
         raise ValueError("its hash does not match its content (the line was edited)")
     return record
 
 
-def _check_semantics(record: Mapping[str, Any]) -> None:
-    """What detection and the reading commands rely on when they read the record back."""
+def _refuse_constant(name: str) -> NoReturn:
+    # Python's json reads NaN and Infinity; SQLite stores NaN as NULL, breaking the hash.
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_semantics(record: Mapping[str, Any], latest: datetime) -> None:
+    """What storing the record, detection and the reading commands rely on."""
+    for field, value in record.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{field}: not valid Unicode (a lone surrogate)") from None
+        elif isinstance(value, int) and not 0 <= value <= _INTEGER_MAX:
+            raise ValueError(f"{field}: {str(value)[:40]} is out of range (0 to {_INTEGER_MAX})")
+    latency = record["latency_ms"]
+    if latency is not None and not 0 <= latency <= sys.float_info.max:  # false for NaN too
+        raise ValueError(f"latency_ms: expected a finite number of 0 or more, got {latency}")
     for field in ("hash", "prev_hash"):
         if not _HASH.match(record[field]):
             raise ValueError(f"{field}: expected 64 hex digits")
     at = record["observed_at"]
     try:
-        canonical = timestamp(parse_timestamp(at)) == at
+        moment: datetime | None = parse_timestamp(at)
     except ValueError:
-        canonical = False
-    if not canonical:
+        moment = None
+    if moment is None or timestamp(moment) != at:
         raise ValueError(
             f"observed_at: expected a time like 2026-11-29T10:00:00.000000Z, got {at[:40]!r}"
+        )
+    if moment > latest:
+        raise ValueError(
+            f"observed_at: {at} is in the future (this machine's clock says "
+            f"{timestamp(latest - FUTURE_SKEW)})"
         )
     if record["fingerprint_state"] not in _STATES:
         raise ValueError(f"fingerprint_state: unknown state {record['fingerprint_state'][:40]!r}")
@@ -330,9 +377,13 @@ def _check_semantics(record: Mapping[str, Any]) -> None:
         raise ValueError(f"source: expected probe or traffic, got {record['source'][:40]!r}")
     if record["error_kind"] is not None and record["error_kind"] not in _ERROR_KINDS:
         raise ValueError(f"error_kind: unknown kind {record['error_kind'][:40]!r}")
-    headers = json.loads(record["headers"])
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ValueError("headers: expected a JSON object of strings")
+    for field in ("headers", "tags"):
+        try:
+            mapping = json.loads(record[field])
+        except ValueError:
+            mapping = None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(f"{field}: expected a JSON object of strings")
 
 
 def _check_groups(

@@ -607,7 +607,8 @@ def import_command(
     from fp_monitor.render import render_imported
 
     loaded = load_config(config, history=history, require_targets=False)
-    render_imported(file, loaded.history, import_history(loaded.history, file))
+    imported = import_history(loaded.history, file, datetime.now(UTC))
+    render_imported(file, loaded.history, imported)
     return ExitCode.OK
 
 

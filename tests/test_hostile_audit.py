@@ -1,19 +1,30 @@
 """Hostile edits of a history file outside its records (issue 12, items 3a and 12): what
 detection reads beside the chain must follow from the chain, and a corrupt value is an exit 4
-naming its row, not a crash."""
+naming its row, not a crash. Crafted imports (item 8): a record whose hash matches its hostile
+content is reported and skipped like a malformed line, and never aborts the import."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fp_monitor.audit import prune_history, verify_history
+from fp_monitor.audit import (
+    MAX_LINE_BYTES,
+    export_history,
+    import_history,
+    prune_history,
+    verify_history,
+)
+from fp_monitor.chain import chain_hash
 from fp_monitor.errors import ChainBroken, ExitCode, HistoryError
 from fp_monitor.history import History
 from fp_monitor.models import Status, Window
-from tests.test_audit import DAY, config, execute, write_days
+from tests.test_audit import DAY, LATER, config, execute, write_days
 from tests.test_audit import path as path
 from tests.test_history import T0, obs, record
 
@@ -139,3 +150,114 @@ def test_a_corrupt_stored_value_is_a_history_error_naming_it(
         READERS[reader](history)
     assert info.value.exit_code == ExitCode.HISTORY
     assert named in str(info.value) and "fpmon verify" in str(info.value)
+
+
+# --- crafted imports (item 8) ---------------------------------------------------------------
+
+
+def rehashed(**fields: Any) -> Callable[[dict[str, Any]], str]:
+    """The record with `fields` replaced and its hash made to match, as an attacker would."""
+
+    def craft(record: dict[str, Any]) -> str:
+        record.update(fields)
+        record["hash"] = chain_hash(record)
+        return json.dumps(record)
+
+    return craft
+
+
+def latency_beyond_a_float(record: dict[str, Any]) -> str:
+    # JSON's 1e999 reads as infinity, which no NaN check catches
+    return rehashed(latency_ms=float("inf"))(record).replace("Infinity", "1e999")
+
+
+# name -> (the crafted line made from an exported record, why import skips it)
+CRAFTED: dict[str, tuple[Callable[[dict[str, Any]], str], str]] = {
+    "NaN latency": (rehashed(latency_ms=float("nan")), "NaN is not a number JSON allows"),
+    "Infinity latency": (
+        rehashed(latency_ms=float("inf")),
+        "Infinity is not a number JSON allows",
+    ),
+    "1e999 latency": (
+        latency_beyond_a_float,
+        "latency_ms: expected a finite number of 0 or more, got inf",
+    ),
+    "negative latency": (
+        rehashed(latency_ms=-1.0),
+        "latency_ms: expected a finite number of 0 or more, got -1.0",
+    ),
+    "prompt_tokens 10^30": (
+        rehashed(prompt_tokens=10**30),
+        "prompt_tokens: 1000000000000000000000000000000 is out of range",
+    ),
+    "negative attempts": (rehashed(attempts=-1), "attempts: -1 is out of range"),
+    "tags not JSON": (rehashed(tags="not json"), "tags: expected a JSON object of strings"),
+    "tags not strings": (
+        rehashed(tags='{"user": 42}'),
+        "tags: expected a JSON object of strings",
+    ),
+    "headers nested deep": (rehashed(headers="[" * 100_000), "nested too deeply"),
+    "line nested deep": (lambda record: "[" * 100_000, "nested too deeply"),
+    "dated 2099": (
+        rehashed(observed_at="2099-01-01T00:00:00.000000Z"),
+        "observed_at: 2099-01-01T00:00:00.000000Z is in the future",
+    ),
+    "lone surrogate": (
+        rehashed(fingerprint="\ud800"),
+        "fingerprint: not valid Unicode (a lone surrogate)",
+    ),
+    "line over the bound": (
+        lambda record: json.dumps(record) + " " * MAX_LINE_BYTES,
+        "the line is longer than 16 MiB",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CRAFTED)
+def test_a_crafted_record_is_skipped_and_the_rest_imports(
+    path: Path, tmp_path: Path, case: str
+) -> None:
+    """Each of these imported (and then broke verify and prune) or aborted the whole import
+    with exit 70."""
+    write_days(path, 3)
+    file = tmp_path / "export.jsonl"
+    export_history(path, file, stdout=io.StringIO())
+    lines = file.read_text().splitlines()
+    craft, why = CRAFTED[case]
+    lines[3] = craft(json.loads(lines[3]))
+    file.write_text("\n".join(lines) + "\n")
+    copy = tmp_path / "copy.db"
+    imported = import_history(copy, file, LATER)
+    (invalid,) = imported.invalid
+    assert invalid.startswith(f"{file}:4: not a valid record, skipped: {why}"), invalid
+    assert len(invalid) - len(str(file)) < 160  # one short line, whatever the record holds
+    assert (imported.appended, imported.junctions) == (5, (5,))
+    assert verify_history(copy).records == 5
+    assert prune_history(config(copy), 0, LATER, dry_run=False).observations == 5
+
+
+def test_a_record_dated_later_than_now_never_becomes_the_previous_check(
+    path: Path, tmp_path: Path
+) -> None:
+    """The issue's repro: one record dated 2099 with another fingerprint made every later check
+    of a stable backend `changed`, since a check compares with the latest one by time."""
+    write_days(path, 3)  # fp_a, fp_b, fp_a
+    file = tmp_path / "export.jsonl"
+    export_history(path, file, stdout=io.StringIO())
+    lines = file.read_text().splitlines()
+    last = json.loads(lines[-1])
+    forged = rehashed(
+        check_id="forged",
+        observed_at="2099-01-01T00:00:00.000000Z",
+        fingerprint="fp_b",
+        prev_hash=last["hash"],
+    )(dict(last))
+    file.write_text("\n".join([*lines, forged]) + "\n")
+    copy = tmp_path / "copy.db"
+    assert len(import_history(copy, file, LATER).invalid) == 1
+    with History.open(copy) as history:
+        assert record(history, [obs("fp_a", at=T0 + 3 * DAY)]).status is Status.SAME
+    # a record just ahead of this machine's clock (another machine's runs ahead) is kept
+    ahead = rehashed(check_id="ahead", observed_at="2027-11-29T10:04:00.000000Z")(dict(last))
+    file.write_text(ahead + "\n")
+    assert import_history(copy, file, LATER).invalid == ()

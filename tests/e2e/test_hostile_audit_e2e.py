@@ -1,20 +1,25 @@
 """The installed fpmon on a hostile history: edited outside its records (issue 12, item 12),
 exit 4 naming the row, never a traceback, and verify finds it; anything but a writable regular
-file at its path (item 9), exit 4 at once, naming what is there."""
+file at its path (item 9), exit 4 at once, naming what is there; crafted imports (item 8),
+each record reported and skipped."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fp_monitor.fake_api import FakeAPI
-from tests.conftest import Run
+from tests.conftest import FPMON, Run
 from tests.test_audit import execute
+from tests.test_hostile_audit import rehashed
 from tests.test_traffic import read_only
 
 
@@ -148,3 +153,65 @@ def test_a_history_in_a_read_only_directory_names_the_directory(
     assert run.code == 4, run.err
     assert f"the directory {isolated / 'data'} is read-only" in run.err
     assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
+
+
+# --- crafted imports (item 8) ---------------------------------------------------------------
+
+
+# Runs a command and writes its peak memory (KiB) to a file. A fresh, small process: the peak
+# of a process forked from pytest counts pytest's memory too, until it execs.
+MEASURE = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+    "sys.exit(code)"
+)
+
+
+def run_measured(cwd: Path, *args: str) -> tuple[Run, int]:
+    """fpmon ARGS, and its peak memory in KiB."""
+    assert FPMON is not None
+    peak = cwd / "peak.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, peak, FPMON, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr), int(peak.read_text())
+
+
+def test_crafted_records_and_a_100_mb_line_are_skipped_in_bounded_memory(
+    fpmon: Callable[..., Run],
+    fake: FakeAPI,
+    write_config: Callable[..., Path],
+    isolated: Path,
+) -> None:
+    """NaN latency imported and then broke verify and prune; tags that are not JSON and
+    prompt_tokens of 10^30 exited 70 and imported nothing; a 100 MB line took 529 MB."""
+    write_config(fake.base_url, beta={"model": "model-b", "samples": 2})
+    assert fpmon("check").code == 0
+    lines = fpmon("export").out.splitlines()
+    crafted = [
+        rehashed(**fields)(json.loads(lines[0]))
+        for fields in ({"latency_ms": float("nan")}, {"tags": "x"}, {"prompt_tokens": 10**30})
+    ]
+    with (isolated / "crafted.jsonl").open("w") as file:
+        file.write("\n".join([*crafted, lines[0]]) + "\n")
+        for _ in range(100):  # 100 MiB, never in this process's memory at once
+            file.write(" " * 2**20)
+        file.write("\n")
+        file.write(lines[1] + "\n")
+    run, peak_kib = run_measured(isolated, "import", "crafted.jsonl", "--history", "copy.db")
+    assert run.code == 0, run.err
+    assert run.err.splitlines() == [
+        "crafted.jsonl:1: not a valid record, skipped: NaN is not a number JSON allows",
+        "crafted.jsonl:2: not a valid record, skipped: tags: expected a JSON object of strings",
+        "crafted.jsonl:3: not a valid record, skipped: prompt_tokens: "
+        "1000000000000000000000000000000 is out of range (0 to 9223372036854775807)",
+        "crafted.jsonl:5: not a valid record, skipped: the line is longer than 16 MiB",
+    ]
+    assert "imported 2 records" in run.out and "4 invalid lines skipped" in run.out
+    assert peak_kib < 150 * 1024, f"{peak_kib} KiB"  # 246 MiB and more before
+    assert fpmon("verify", "--history", "copy.db").code == 0
+    assert fpmon("prune", "--older-than", "0s", "--history", "copy.db").code == 0
