@@ -1182,8 +1182,9 @@ def _refuse_special(path: Path) -> None:
             continue
         if not stat.S_ISREG(mode):
             kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), "a special file")
+            what = "it" if file == path else f"{file} beside it"
             raise HistoryError(
-                f"history {file} is {kind}, not a regular file: "
+                f"history {path}: {what} is {kind}, not a regular file: "
                 "pass --history with the path of a history file"
             )
 

@@ -98,7 +98,7 @@ def test_anything_but_a_regular_file_at_the_history_path_is_refused(
     assert run.code == 4, run.err
     assert (
         run.err.strip()
-        == f"fpmon: error: history h.db {named}: pass --history with the path of a history file"
+        == f"fpmon: error: history h.db: it {named}: pass --history with the path of a history file"
     )
     assert not fake.requests()  # refused before anything was probed
 
@@ -117,7 +117,7 @@ def test_a_fifo_beside_the_history_is_refused(
     for command in ("check", "verify"):
         run = fpmon(command, "--history", "h.db", timeout=20)
         assert run.code == 4, run.err
-        assert f"history h.db{suffix} is a named pipe (FIFO), not a regular file" in run.err
+        assert f"history h.db: h.db{suffix} beside it is a named pipe (FIFO), not a" in run.err
 
 
 def test_a_dangling_symlink_at_the_history_path_makes_an_owner_only_file(
