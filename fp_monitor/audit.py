@@ -18,7 +18,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn
 
-from fp_monitor.chain import NO_TAGS, RECORD_FIELDS, Checkpoint, CheckpointKind, chain_hash, walk
+from fp_monitor.chain import (
+    GENESIS_HASH,
+    NO_TAGS,
+    RECORD_FIELDS,
+    SEALED_COLUMNS,
+    Checkpoint,
+    CheckpointKind,
+    Seal,
+    SealedRow,
+    baseline_digest,
+    chain_hash,
+    rows_digest,
+    walk,
+)
 from fp_monitor.config import Config
 from fp_monitor.detect import detect
 from fp_monitor.errors import ChainBroken, ConfigError
@@ -87,6 +100,8 @@ class Verified:
     head_id: int
     head_hash: str
     checkpoints: tuple[Checkpoint, ...]
+    seal: Seal | None
+    """The last seal: its hash covers everything verified (None: nothing was ever written)."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +127,160 @@ class Pruned:
     size_after: int
 
 
-def verify_history(path: Path) -> Verified:
-    """Walk the whole chain; ChainBroken names the first record that does not verify."""
+def verify_history(path: Path, head: str | None = None) -> Verified:
+    """Walk the whole chain and the seals; ChainBroken names the first record, row or seal that
+    does not verify. `head`: the hash of a seal printed by an earlier verify, which must still
+    be in the chain (else the history was rewritten or cut after it, or pruned past it)."""
+    if head is not None and not _HASH.match(head):
+        raise ConfigError(f"--head {head[:80]!r}: expected the 64 hex digits of a seal's hash")
     with open_history(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
         result = walk(history.iter_chain(), checkpoints)
         if result.broken is not None:
             raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
         _verify_caches(history, checkpoints)
-    return Verified(result.records, result.head_id, result.head_hash, tuple(checkpoints))
+        seal = verify_seals(history, checkpoints)
+        if head is not None and not history.has_seal(head):
+            raise ChainBroken(
+                f"the head {head} is not a seal of this history: it was rewritten or cut "
+                "after that head was printed, or pruned past it"
+            )
+    return Verified(result.records, result.head_id, result.head_hash, tuple(checkpoints), seal)
+
+
+def verify_seals(history: History, checkpoints: Sequence[Checkpoint]) -> Seal | None:
+    """Each seal unedited, chained to the one before, bound to a record still there (or
+    pruned), and listing what it listed; each check row and checkpoint listed as it is now, and
+    each listed one that is gone explained by a prune. ChainBroken names the first that is not;
+    returns the last seal. Run after walk() passed."""
+    last_prune = next((c for c in reversed(checkpoints) if c.kind is CheckpointKind.PRUNE), None)
+    first = history.first_record()
+    by_seal = itertools.groupby(history.sealed_rows(), key=lambda row: row.seal)
+    listed_next = next(by_seal, None)
+    last: Seal | None = None
+    first_prev = trimmed = pruned_before = None
+    newest_prune = 0
+    for seal in history.seals():
+        where = f"seal {seal.id} ({seal.created_at})"
+        if seal.computed_hash() != seal.hash:
+            raise ChainBroken(f"{where} was edited: its content no longer matches its hash")
+        if last is None:
+            first_prev = seal.prev_hash
+        elif seal.prev_hash != last.hash or seal.after_id < last.after_id:
+            raise ChainBroken(
+                f"{where} does not follow seal {last.id}: a seal was deleted, added or moved"
+            )
+        if problem := _binding_problem(history, seal, last_prune):
+            raise ChainBroken(f"{where} {problem}")
+        if listed_next is not None and listed_next[0] < seal.id:
+            break  # rows listed by a seal that is gone: said below
+        listed: list[SealedRow] = []
+        if listed_next is not None and listed_next[0] == seal.id:
+            listed = list(listed_next[1])
+            listed_next = next(by_seal, None)
+        if len(listed) != seal.rows or rows_digest(listed) != seal.rows_digest:
+            raise ChainBroken(f"{where} no longer lists the rows it sealed: the list was edited")
+        new_prune = False
+        for row in listed:
+            if row.table != "chain_checkpoints":
+                continue
+            if row.after_id is None:  # a prune's
+                new_prune, newest_prune = row.row_id > newest_prune, max(row.row_id, newest_prune)
+            elif not (last.after_id if last else 0) <= row.after_id <= seal.after_id:
+                raise ChainBroken(
+                    f"the import checkpoint after record {row.after_id} was sealed by {where}, "
+                    "after later records: it was added to bridge an edit or a deletion"
+                )
+        if last is not None and seal.baseline != last.baseline and not new_prune:
+            raise ChainBroken(
+                f"{where} changed the known values of pruned records, which only a prune that "
+                "deletes records does: the table known_baseline was edited"
+            )
+        if seal.trimmed_hash is not None:
+            if trimmed is not None and seal.trimmed_hash != trimmed and not new_prune:
+                raise ChainBroken(f"{where} says seals were pruned, but no record was")
+            trimmed = seal.trimmed_hash
+        if seal.pruned_before is not None:
+            if first is not None and seal.pruned_before > first[1]:
+                raise ChainBroken(
+                    f"{where} says what was older than {seal.pruned_before} was pruned, but "
+                    f"record {first[0]} is older: the prune was forged"
+                )
+            pruned_before = max(pruned_before or "", seal.pruned_before)
+        last = seal
+    if listed_next is not None:
+        raise ChainBroken(f"seal {listed_next[0]} is missing, but its rows are listed: deleted")
+    head_id, _ = history.head()
+    if last is None:
+        if head_id or history.baseline_digest() != baseline_digest([]):
+            raise ChainBroken("nothing in the history is sealed: its seals were deleted")
+    elif first_prev != (trimmed or GENESIS_HASH):
+        raise ChainBroken("the first seal does not follow the last one pruned: seals were deleted")
+    elif head_id != last.after_id:
+        raise ChainBroken(
+            f"the records after record {last.after_id} are not sealed: they were added "
+            "after the fact"
+        )
+    elif history.baseline_digest() != last.baseline:
+        raise ChainBroken(f"the table known_baseline was edited after seal {last.id}")
+    for table in SEALED_COLUMNS:
+        _verify_sealed_rows(history, table, pruned_before, last_prune)
+    return last
+
+
+def _binding_problem(history: History, seal: Seal, last_prune: Checkpoint | None) -> str | None:
+    """Whether the record a seal was written after is still the one it sealed."""
+    if seal.after_id == 0:
+        return None if seal.record_hash == GENESIS_HASH else "was edited"
+    found = history.record_at(seal.after_id)
+    if found is not None:
+        if found[0] == seal.record_hash:
+            return None
+        return f"was written after record {seal.after_id}, which was replaced since"
+    if last_prune is not None and (
+        seal.after_id < last_prune.after_id
+        or (seal.after_id == last_prune.after_id and seal.record_hash == last_prune.hash)
+    ):
+        return None
+    return f"was written after record {seal.after_id}, which is missing: it was deleted"
+
+
+def _verify_sealed_rows(
+    history: History, table: str, pruned_before: str | None, last_prune: Checkpoint | None
+) -> None:
+    """Merge the rows of `table` with what the seals list of it, both in id order."""
+    rows = history.row_hashes(table)
+    listed = itertools.groupby(history.sealed_rows(table=table), key=lambda row: row.row_id)
+    row, group = next(rows, None), next(listed, None)
+    while row is not None or group is not None:
+        if group is None or (row is not None and row[0] < group[0]):
+            assert row is not None
+            raise ChainBroken(f"{row[2]} is not sealed: it was added after the fact")
+        entries = list(group[1])
+        if row is not None and row[0] == group[0]:
+            matching = [e for e in entries if e.row_hash == row[1]]
+            if not matching:
+                columns = " (its status, learning state or another column)" * (table == "checks")
+                raise ChainBroken(
+                    f"{row[2]} is not what seal {entries[-1].seal} sealed: it was edited{columns}"
+                )
+            entries.remove(matching[0])
+            row = next(rows, None)
+        for gone in entries:
+            if not _pruned(gone, pruned_before, last_prune):
+                name = "check row" if table == "checks" else "checkpoint"
+                raise ChainBroken(
+                    f"{name} {gone.row_id}, sealed by seal {gone.seal}, is missing: it was deleted"
+                )
+        group = next(listed, None)
+
+
+def _pruned(row: SealedRow, pruned_before: str | None, last_prune: Checkpoint | None) -> bool:
+    """Whether a prune explains that a listed row is gone."""
+    if row.checked_at is not None:
+        return pruned_before is not None and row.checked_at < pruned_before
+    pruned_through = last_prune.after_id if last_prune is not None else 0
+    return row.after_id is not None and row.after_id < pruned_through
 
 
 def _verify_caches(history: History, checkpoints: Sequence[Checkpoint]) -> None:
@@ -436,6 +596,10 @@ def prune_history(config: Config, older_than: float | None, now: datetime, dry_r
                 raise ChainBroken(
                     f"refusing to prune: the chain is broken: {result.broken.describe()}"
                 )
+            try:  # a prune lists again the rows of the seals it deletes: they must hold
+                verify_seals(history, history.checkpoints())
+            except ChainBroken as exc:
+                raise ChainBroken(f"refusing to prune: {exc}") from None
             if not dry_run:
                 history.prune(plan)
         if not dry_run and (plan.observations or plan.checks):

@@ -29,10 +29,16 @@ from typing import Any, TypeVar
 from fp_monitor.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
+    SEALED_COLUMNS,
     Checkpoint,
     CheckpointKind,
     Row,
+    Seal,
+    SealedRow,
+    baseline_digest,
     chain_hash,
+    row_hash,
+    rows_digest,
 )
 from fp_monitor.errors import HistoryError
 from fp_monitor.models import (
@@ -213,6 +219,38 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # Every write transaction ends with a seal (see fp_monitor.chain): check rows,
+        # checkpoints and the baseline join the tamper-evident chain. History._migrate seals
+        # what a history already holds.
+        "0010_seals",
+        """
+        CREATE TABLE chain_seals (
+            id INTEGER PRIMARY KEY,
+            prev_hash TEXT NOT NULL,
+            after_id INTEGER NOT NULL,
+            record_hash TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            rows_digest TEXT NOT NULL,
+            baseline TEXT NOT NULL,
+            pruned_before TEXT,
+            trimmed_hash TEXT,
+            created_at TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX chain_seals_hash ON chain_seals (hash);
+        CREATE TABLE sealed_rows (
+            seal INTEGER NOT NULL,
+            tbl TEXT NOT NULL,
+            row_id INTEGER NOT NULL,
+            row_hash TEXT NOT NULL,
+            checked_at TEXT,
+            after_id INTEGER,
+            PRIMARY KEY (tbl, row_id, seal)
+        ) WITHOUT ROWID;
+        CREATE INDEX sealed_rows_seal ON sealed_rows (seal, tbl, row_id);
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
@@ -269,6 +307,11 @@ class History:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        # What the write transaction under way leaves for its seal (see _seal).
+        self._unsealed: list[tuple[str, int]] = []
+        self._relisted: list[SealedRow] = []
+        self._pruned_before: str | None = None
+        self._trimmed_hash: str | None = None
 
     @classmethod
     def open(cls, path: Path, *, any_thread: bool = False) -> History:
@@ -336,6 +379,12 @@ class History:
                         self._db.execute(statement)
                 if name == "0009_known_baseline":
                     self._keep_unchained_known()
+                if name == "0010_seals":  # the seal at the end of this transaction
+                    self._unsealed = [
+                        (table, row_id)
+                        for table in SEALED_COLUMNS
+                        for (row_id,) in self._db.execute(f"SELECT id FROM {table} ORDER BY id")
+                    ]
                 self._db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?)",
                     (name, timestamp(datetime.now(UTC))),
@@ -412,24 +461,79 @@ class History:
         return merge_known(union_known(self.known_baseline()), self.derived_known(by_source=False))
 
     def write(self) -> AbstractContextManager[None]:
-        """One write transaction that holds SQLite's write lock from its start."""
-        return self._transaction("BEGIN IMMEDIATE")
+        """One write transaction that holds SQLite's write lock from its start, and seals what
+        it wrote before it commits."""
+        return self._transaction("BEGIN IMMEDIATE", seal=True)
 
     def snapshot(self) -> AbstractContextManager[None]:
         """One read transaction: its queries see one state of the file, whatever is written
         meanwhile (verify reads the checkpoints and then every record)."""
-        return self._transaction("BEGIN")
+        return self._transaction("BEGIN", seal=False)
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[None]:
+    def _transaction(self, begin: str, *, seal: bool) -> Iterator[None]:
         with _errors(self.path):
             self._db.execute(begin)
             try:
                 yield
+                if seal:
+                    self._seal()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._unsealed, self._relisted = [], []
+                self._pruned_before = self._trimmed_hash = None
             self._db.execute("COMMIT")
+
+    def _seal(self) -> None:
+        """Seal what this transaction wrote: the hash of each check row and checkpoint, the
+        record the chain has reached, the baseline, chained to the seal before."""
+        last = self._db.execute(
+            f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        head_id, head_hash = self._head()
+        written = self._unsealed or self._relisted or self._pruned_before is not None
+        if not written and head_id == (last[2] if last else 0):
+            return
+        rows = [*self._relisted, *(self._sealed_row(t, i) for t, i in self._unsealed)]
+        seal = Seal(
+            id=last[0] + 1 if last else 1,
+            prev_hash=last[-1] if last else GENESIS_HASH,
+            after_id=head_id,
+            record_hash=head_hash,
+            rows=len(rows),
+            rows_digest=rows_digest(rows),
+            baseline=self.baseline_digest(),
+            pruned_before=self._pruned_before,
+            trimmed_hash=self._trimmed_hash,
+            created_at=timestamp(datetime.now(UTC)),
+            hash="",
+        )
+        seal = dataclasses.replace(seal, hash=seal.computed_hash())
+        self._db.execute(
+            f"INSERT INTO chain_seals ({_SEAL_COLUMNS}) VALUES ({_marks(11)})",
+            dataclasses.astuple(seal),
+        )
+        self._db.executemany(
+            "INSERT INTO sealed_rows VALUES (?, ?, ?, ?, ?, ?)",
+            [(seal.id, *row.content()) for row in rows],
+        )
+
+    def _sealed_row(self, table: str, row_id: int) -> SealedRow:
+        """A row as its seal lists it (the seal's id is given when it is written)."""
+        columns = SEALED_COLUMNS[table]
+        values = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
+        ).fetchone()
+        row = dict(zip(columns, values, strict=True))
+        import_after = row["after_id"] if row.get("kind") == CheckpointKind.IMPORT else None
+        return SealedRow(
+            0, table, row_id, row_hash(table, values), row.get("checked_at"), import_after
+        )
+
+    def baseline_digest(self) -> str:
+        return baseline_digest(self._db.execute("SELECT * FROM known_baseline"))
 
     def facts(
         self, target: str, sources: frozenset[Source] = ALL_SOURCES, kind: Source = Source.PROBE
@@ -554,7 +658,7 @@ class History:
                 _COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known]
             )
             succeeded = bool(result.fingerprints or result.models)
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
                 " headers, samples, errors, learning, source)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -572,6 +676,7 @@ class History:
                     source.value,
                 ),
             )
+            self._unsealed.append(("checks", _rowid(cursor)))
 
     def append_records(self, rows: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Append records from another history as they are (their hash and prev_hash kept),
@@ -617,6 +722,11 @@ class History:
             f"INSERT INTO observations ({columns}) VALUES ({marks})", tuple(row.values())
         )
 
+    def head(self) -> tuple[int, str]:
+        """The id and hash of the last record (see _head)."""
+        with _errors(self.path):
+            return self._head()
+
     def _head(self) -> tuple[int, str]:
         """The id and hash the next record follows: the last record, else the last prune
         checkpoint (everything was pruned: ids go on from there), else the genesis."""
@@ -634,11 +744,12 @@ class History:
     def _add_checkpoint(
         self, kind: CheckpointKind, after_id: int, from_hash: str, hash_: str, *, records: int
     ) -> None:
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO chain_checkpoints (kind, after_id, from_hash, hash, records, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (kind.value, after_id, from_hash, hash_, records, timestamp(datetime.now(UTC))),
         )
+        self._unsealed.append(("chain_checkpoints", _rowid(cursor)))
 
     def failed_before(self, target: str, check_id: str) -> int:
         """How many checks of `target` failed (status error) in a row just before `check_id`."""
@@ -876,19 +987,79 @@ class History:
                     sets.headers.setdefault(name, set()).add(value)
         return found
 
+    def seals(self) -> Iterator[Seal]:
+        with _errors(self.path):
+            for values in self._db.execute(f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id"):
+                yield Seal(*values)
+
+    def sealed_rows(
+        self, *, through_seal: int = 2**63 - 1, table: str | None = None
+    ) -> Iterator[SealedRow]:
+        """What the seals list: in seal order (up to `through_seal`), or, of one `table`, in
+        row order."""
+        where, order = "seal <= ?", "seal, tbl, row_id"
+        params: list[Any] = [through_seal]
+        if table is not None:
+            where, order = where + " AND tbl = ?", "row_id, seal"
+            params.append(table)
+        with _errors(self.path):
+            for values in self._db.execute(
+                "SELECT seal, tbl, row_id, row_hash, checked_at, after_id FROM sealed_rows"
+                f" WHERE {where} ORDER BY {order}",
+                params,
+            ):
+                yield SealedRow(*values)
+
+    def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
+        """(id, hash, how a message names it) of each row of a sealed table, in id order."""
+        columns = SEALED_COLUMNS[table]
+        with _errors(self.path):
+            for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
+                row = dict(zip(columns, values, strict=True))
+                name = (
+                    f"check row {row['id']} ({row['target']}, {row['checked_at']})"
+                    if table == "checks"
+                    else f"the {row['kind']} checkpoint after record {row['after_id']}"
+                )
+                yield row["id"], row_hash(table, values), name
+
+    def record_at(self, record_id: int) -> tuple[str, str] | None:
+        """(hash, observed_at) of the record `record_id`, None when there is none."""
+        with _errors(self.path):
+            found = self._db.execute(
+                "SELECT hash, observed_at FROM observations WHERE id = ?", (record_id,)
+            ).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    def first_record(self) -> tuple[int, str] | None:
+        """(id, observed_at) of the first record, None when there is none."""
+        with _errors(self.path):
+            found = self._db.execute(
+                "SELECT id, observed_at FROM observations ORDER BY id LIMIT 1"
+            ).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    def has_seal(self, seal_hash: str) -> bool:
+        with _errors(self.path):
+            return bool(
+                self._db.execute(
+                    "SELECT 1 FROM chain_seals WHERE hash = ?", (seal_hash,)
+                ).fetchone()
+            )
+
     def checkpoints(self) -> list[Checkpoint]:
         with _errors(self.path):
             return [
                 Checkpoint(
-                    CheckpointKind(kind),
+                    self._decode(f"checkpoint {id_}", "kind", CheckpointKind, kind),
                     after_id,
                     from_hash,
                     hash_,
                     records,
-                    parse_timestamp(created),
+                    self._decode(f"checkpoint {id_}", "created_at", parse_timestamp, created),
                 )
-                for kind, after_id, from_hash, hash_, records, created in self._db.execute(
-                    "SELECT kind, after_id, from_hash, hash, records, created_at"
+                for id_, kind, after_id, from_hash, hash_, records, created in self._db.execute(
+                    "SELECT id, kind, after_id, from_hash, hash, records, created_at"
                     " FROM chain_checkpoints ORDER BY id"
                 )
             ]
@@ -945,6 +1116,36 @@ class History:
             self._db.execute(
                 f"DELETE FROM checks WHERE {_PRUNABLE_CHECKS}", (timestamp(plan.cutoff),)
             )
+            if plan.observations or plan.checks:
+                self._prune_seals(plan)
+
+    def _prune_seals(self, plan: PrunePlan) -> None:
+        """Delete the seals written before the last deleted record, listing again in this
+        prune's seal the rows they sealed that are still there; the rows of the seals kept that
+        are gone stay listed, explained by the cutoff."""
+        (earlier_cutoff, trimmed_hash) = self._db.execute(
+            "SELECT max(pruned_before), (SELECT trimmed_hash FROM chain_seals"
+            " WHERE trimmed_hash IS NOT NULL ORDER BY id DESC LIMIT 1) FROM chain_seals"
+        ).fetchone()
+        self._pruned_before = max(timestamp(plan.cutoff), earlier_cutoff or "")
+        self._trimmed_hash = trimmed_hash or GENESIS_HASH
+        # after_id never decreases from one seal to the next: the seals before are a prefix
+        trimmed = self._db.execute(
+            "SELECT id, hash FROM chain_seals WHERE after_id < ? ORDER BY id DESC LIMIT 1",
+            (plan.last_id,),
+        ).fetchone()
+        if trimmed is None:
+            return
+        self._trimmed_hash = trimmed[1]
+        for row in self.sealed_rows(through_seal=trimmed[0]):
+            present = self._db.execute(
+                f"SELECT 1 FROM {row.table} WHERE id = ?", (row.row_id,)
+            ).fetchone()
+            # The same row, not another that took the id of a pruned one
+            if present and self._sealed_row(row.table, row.row_id).row_hash == row.row_hash:
+                self._relisted.append(row)
+        self._db.execute("DELETE FROM sealed_rows WHERE seal <= ?", (trimmed[0],))
+        self._db.execute("DELETE FROM chain_seals WHERE id <= ?", (trimmed[0],))
 
     def vacuum(self) -> None:
         """Give the space of deleted rows back to the file system (outside any transaction)."""
@@ -991,6 +1192,12 @@ def union_known(known: Mapping[KnownKey, KnownCount]) -> dict[KnownKey, KnownCou
 
 
 _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters
+_SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None  # an INSERT's
+    return cursor.lastrowid
 
 
 def _marks(count: int) -> str:

@@ -145,16 +145,34 @@ def test_verify_names_the_first_tampered_record(path: Path, case: str) -> None:
 
 
 def test_deleting_the_newest_records_leaves_a_shorter_valid_chain(path: Path) -> None:
-    # The limit of a chain kept beside the data: once the counts that detection keeps are
-    # lowered too, only a head noted elsewhere reveals this.
+    """The limit of a chain kept beside the data: a newest check cut whole (its records, its
+    row, its seal and the counts detection keeps) leaves a shorter history that verifies; only
+    the head kept elsewhere reveals it."""
     write_days(path, 2)
-    head = verify_history(path).head_hash
+    head = verify_history(path).seal
+    assert head is not None
     execute(path, "DELETE FROM observations WHERE id = 4")
     with pytest.raises(ChainBroken, match="known_values_by_source"):
         verify_history(path)
     for table in ("known_values", "known_values_by_source"):
         execute(path, f"UPDATE {table} SET samples = samples - 1 WHERE value IN ('fp_b', 'm-1')")
-    assert verify_history(path).head_hash != head
+    with pytest.raises(ChainBroken, match=r"seal 2 \(.*\) was written after record 4, which is"):
+        verify_history(path)
+    for table in ("known_values", "known_values_by_source"):
+        execute(path, f"UPDATE {table} SET samples = samples - 1 WHERE value IN ('fp_b', 'm-1')")
+        execute(path, f"DELETE FROM {table} WHERE samples = 0")
+    for sql in (
+        "DELETE FROM observations WHERE id = 3",
+        "DELETE FROM checks WHERE id = 2",
+        "DELETE FROM sealed_rows WHERE seal = 2",
+        "DELETE FROM chain_seals WHERE id = 2",
+    ):
+        execute(path, sql)
+    shorter = verify_history(path)
+    assert shorter.seal is not None and shorter.seal.hash != head.hash
+    with pytest.raises(ChainBroken, match=f"the head {head.hash} is not a seal of this history"):
+        verify_history(path, head=head.hash)
+    assert verify_history(path, head=shorter.seal.hash).records == 2
 
 
 # --- export and import ------------------------------------------------------------------

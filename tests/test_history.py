@@ -254,6 +254,27 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("first_seen", "TEXT", 1, None, 0),
         ("samples", "INTEGER", 1, None, 0),
     ],
+    "chain_seals": [
+        ("id", "INTEGER", 0, None, 1),
+        ("prev_hash", "TEXT", 1, None, 0),
+        ("after_id", "INTEGER", 1, None, 0),
+        ("record_hash", "TEXT", 1, None, 0),
+        ("rows", "INTEGER", 1, None, 0),
+        ("rows_digest", "TEXT", 1, None, 0),
+        ("baseline", "TEXT", 1, None, 0),
+        ("pruned_before", "TEXT", 0, None, 0),
+        ("trimmed_hash", "TEXT", 0, None, 0),
+        ("created_at", "TEXT", 1, None, 0),
+        ("hash", "TEXT", 1, None, 0),
+    ],
+    "sealed_rows": [
+        ("seal", "INTEGER", 1, None, 3),
+        ("tbl", "TEXT", 1, None, 1),
+        ("row_id", "INTEGER", 1, None, 2),
+        ("row_hash", "TEXT", 1, None, 0),
+        ("checked_at", "TEXT", 0, None, 0),
+        ("after_id", "INTEGER", 0, None, 0),
+    ],
 }
 EXPECTED_INDEXES = {
     ("observations_target", "observations", ("target", "id")),
@@ -266,6 +287,8 @@ EXPECTED_INDEXES = {
     ("checks_target_learning", "checks", ("target", "id")),
     ("checks_target_source", "checks", ("target", "source", "id")),
     ("checks_target_source_time", "checks", ("target", "source", "checked_at")),
+    ("chain_seals_hash", "chain_seals", ("hash",)),
+    ("sealed_rows_seal", "sealed_rows", ("seal", "tbl", "row_id")),
 }
 
 

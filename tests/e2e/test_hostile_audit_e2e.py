@@ -1,7 +1,7 @@
-"""The installed fpmon on a hostile history: edited outside its records (issue 12, item 12),
-exit 4 naming the row, never a traceback, and verify finds it; anything but a writable regular
-file at its path (item 9), exit 4 at once, naming what is there; crafted imports (item 8),
-each record reported and skipped."""
+"""The installed fpmon on a hostile history: edited outside its records (items 12 and 3b of
+issue 12), exit 4 naming the row, never a traceback, and verify finds it; anything but a
+writable regular file at its path (item 9), exit 4 at once, naming what is there; crafted
+imports (item 8), each record reported and skipped."""
 
 from __future__ import annotations
 
@@ -55,6 +55,34 @@ def test_check_and_history_exit_4_on_a_corrupt_check(
         assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
     run = fpmon("verify")
     assert run.code == 1 and "check row 1 (beta, " in run.err + run.out
+
+
+# --- seals (item 3b) ----------------------------------------------------------------------
+
+
+def test_verify_prints_the_seal_to_keep_and_proves_it_later(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(fake.base_url, beta={"model": "model-b"})
+    config.write_text('history = "h.db"\n' + config.read_text())
+    assert fpmon("check").code == 0
+    first = fpmon("verify")
+    assert first.code == 0, first.err
+    (sealed,) = [line for line in first.out.splitlines() if line.startswith("sealed: seal 1 of ")]
+    kept = sealed.rsplit("hash ", 1)[1]
+    assert fpmon("check").code == 0
+    later = fpmon("verify", "--head", kept)
+    assert later.code == 0 and "sealed: seal 2 of " in later.out
+    unknown = fpmon("verify", "--head", "0" * 64)
+    assert unknown.code == 1 and f"the head {'0' * 64} is not a seal of this history" in unknown.err
+    malformed = fpmon("verify", "--head", "52f3e08d")
+    assert malformed.code == 2 and "expected the 64 hex digits of a seal's hash" in malformed.err
+    # setting a check's status by hand, as someone who can write the file could
+    execute(Path("h.db"), "UPDATE checks SET status = 'learned' WHERE id = 2")
+    edited = fpmon("verify")
+    assert edited.code == 1
+    assert "check row 2 (beta, " in edited.err and "is not what seal 2 sealed" in edited.err
+    assert len(edited.err.strip().splitlines()) == 1 and "Traceback" not in edited.err
 
 
 # --- what lies at the history's path (issue 12, item 9) -----------------------------------
