@@ -52,6 +52,9 @@ def render_accept(lock_path: Path, result: AcceptResult) -> None:
 def render_verified(verified: Verified) -> None:
     print(f"verified {verified.records} records: the chain is intact")
     print(f"head: record {verified.head_id}, hash {verified.head_hash}")
+    if verified.seal is not None:
+        seal = verified.seal
+        print(f"sealed: seal {seal.id} of {seal.created_at}, hash {seal.hash}")
     for c in verified.checkpoints:
         when = c.created_at.strftime("%Y-%m-%d %H:%M UTC")
         if c.kind.value == "prune":

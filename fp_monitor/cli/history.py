@@ -132,14 +132,27 @@ def report(
 
 
 @app.command()
-def verify(config: ConfigOption = None, history: HistoryOption = None) -> int:
-    """Check the tamper-evident chain of the history; exit 1 at the first broken record."""
+def verify(
+    config: ConfigOption = None,
+    history: HistoryOption = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HASH",
+            help="The `sealed:` hash an earlier verify printed, kept elsewhere: exit 1 unless "
+            "it is still in the chain (nothing up to it was rewritten or cut).",
+            show_default=False,
+        ),
+    ] = None,
+) -> int:
+    """Check the tamper-evident chain of the history and its seals; exit 1 at the first broken
+    record, row or seal."""
     from fp_monitor.audit import verify_history
     from fp_monitor.cli.display import render_verified
     from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
-    render_verified(verify_history(loaded.history))
+    render_verified(verify_history(loaded.history, head))
     return ExitCode.OK
 
 
@@ -177,7 +190,8 @@ def import_command(
     from fp_monitor.config.settings import load_config
 
     loaded = load_config(config, history=history, require_targets=False)
-    render_imported(file, loaded.history, import_history(loaded.history, file))
+    imported = import_history(loaded.history, file, datetime.now(UTC))
+    render_imported(file, loaded.history, imported)
     return ExitCode.OK
 
 

@@ -1,10 +1,16 @@
 """The tamper-evident chain: each observation's hash covers its content and the hash of the
-record before it. Pure: the hash, and the walk that `fpmon verify` and `fpmon prune` run.
+record before it. Pure: the hashes, and the walk that `fpmon verify` and `fpmon prune` run.
 
 A chain can legitimately break in two places, each recorded as a checkpoint when it happens:
 `prune` deleted the oldest records (the first record kept chains to the last one deleted) and
 `import` appended records from another history (their first one chains to a record of that
 history). Every other break is an edit, a deletion or a move.
+
+What is written beside the records (check rows, checkpoints, the known values of pruned
+records) is sealed: every write transaction ends with a seal that lists the hash of each row it
+wrote, binds the record it was written after, and chains to the seal before it. So a row edited
+or added later, a checkpoint bridging a deleted record, or a record deleted before a seal
+breaks a seal, and rewriting the seals changes the last seal's hash, the head to keep elsewhere.
 """
 
 from __future__ import annotations
@@ -67,8 +73,107 @@ def chain_hash(row: Row) -> str:
         tags = NO_TAGS
     if tags != NO_TAGS:
         values.append(tags)
-    canonical = json.dumps(values, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _sha256(values)
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+# The sealed content of a row beside the records, in this order (a column added later is not
+# sealed unless added here, which changes the hash of every row sealed before: don't).
+SEALED_COLUMNS = {
+    "checks": (
+        "id",
+        "check_id",
+        "target",
+        "source",
+        "checked_at",
+        "status",
+        "fingerprints",
+        "models",
+        "headers",
+        "samples",
+        "errors",
+        "learning",
+    ),
+    "chain_checkpoints": ("id", "kind", "after_id", "from_hash", "hash", "records", "created_at"),
+}
+
+
+def row_hash(table: str, values: Sequence[Any]) -> str:
+    """The hash of a row of `table`: its SEALED_COLUMNS values, as stored."""
+    return _sha256([table, *values])
+
+
+@dataclass(frozen=True)
+class SealedRow:
+    """One row as a seal lists it; kept after the row is pruned, which the row's time (a check's
+    `checked_at`, an import checkpoint's `after_id`) must then explain."""
+
+    seal: int
+    table: str
+    row_id: int
+    row_hash: str
+    checked_at: str | None
+    after_id: int | None
+
+    def content(self) -> list[Any]:
+        return [self.table, self.row_id, self.row_hash, self.checked_at, self.after_id]
+
+
+def rows_digest(rows: Iterable[SealedRow]) -> str:
+    """The digest of what a seal lists, in (table, row id) order."""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: (r.table, r.row_id)):
+        digest.update(_canonical(row.content()) + b"\n")
+    return digest.hexdigest()
+
+
+def baseline_digest(rows: Iterable[Sequence[Any]]) -> str:
+    """The digest of the known values of pruned records (known_baseline), in key order."""
+    return _sha256(sorted(list(row) for row in rows))
+
+
+@dataclass(frozen=True)
+class Seal:
+    """The end of one write transaction: it lists the rows written beside the records, binds
+    the record the chain had reached (`after_id`, `record_hash`) and chains to the seal before."""
+
+    id: int
+    prev_hash: str
+    after_id: int
+    record_hash: str
+    rows: int
+    rows_digest: str
+    baseline: str
+    """The digest of known_baseline when the seal was written: only a prune changes it."""
+    pruned_before: str | None
+    """Of a prune's seal: the latest cutoff of any prune so far; a pruned check is older."""
+    trimmed_hash: str | None
+    """Of a prune's seal: the prev_hash of the first seal it kept (it deletes older seals)."""
+    created_at: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        return _sha256(
+            [
+                self.id,
+                self.prev_hash,
+                self.after_id,
+                self.record_hash,
+                self.rows,
+                self.rows_digest,
+                self.baseline,
+                self.pruned_before,
+                self.trimmed_hash,
+                self.created_at,
+            ]
+        )
 
 
 class CheckpointKind(StrEnum):

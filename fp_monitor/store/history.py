@@ -7,33 +7,45 @@ SQLite's lock (busy timeout) instead of losing rows or forking the chain.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import functools
 import json
 import os
 import random
 import sqlite3
+import stat
 import statistics
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
+    SEALED_COLUMNS,
     Checkpoint,
     CheckpointKind,
     Row,
+    Seal,
+    SealedRow,
+    baseline_digest,
     chain_hash,
+    row_hash,
+    rows_digest,
 )
 from fp_monitor.domain.errors import HistoryError
 from fp_monitor.domain.models import (
+    ABSENT,
     ALL_SOURCES,
     CHANGE_STATUSES,
+    NULL,
     TRAFFIC_STATUSES,
     CheckRecord,
     ErrorKind,
@@ -52,6 +64,7 @@ from fp_monitor.domain.models import (
 )
 
 BUSY_TIMEOUT_SECONDS = 60.0
+_T = TypeVar("_T")
 
 # Append-only: never edit or reorder an entry; add a new one. Each runs once, in order.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -192,6 +205,55 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "CREATE INDEX checks_target_source_time ON checks (target, source, checked_at);",
     ),
     (
+        # The known values of records no longer in the chain (pruned, or counted before the
+        # known values were kept in step with the records): verify derives the known-value
+        # tables from this and the chained records. Filled by History._migrate and by prune.
+        "0009_known_baseline",
+        """
+        CREATE TABLE known_baseline (
+            target TEXT NOT NULL,
+            source TEXT NOT NULL,
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            samples INTEGER NOT NULL,
+            PRIMARY KEY (target, source, field, value)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        # Every write transaction ends with a seal (see fp_monitor.domain.chain): check rows,
+        # checkpoints and the baseline join the tamper-evident chain. History._migrate seals
+        # what a history already holds.
+        "0010_seals",
+        """
+        CREATE TABLE chain_seals (
+            id INTEGER PRIMARY KEY,
+            prev_hash TEXT NOT NULL,
+            after_id INTEGER NOT NULL,
+            record_hash TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            rows_digest TEXT NOT NULL,
+            baseline TEXT NOT NULL,
+            pruned_before TEXT,
+            trimmed_hash TEXT,
+            created_at TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX chain_seals_hash ON chain_seals (hash);
+        CREATE TABLE sealed_rows (
+            seal INTEGER NOT NULL,
+            tbl TEXT NOT NULL,
+            row_id INTEGER NOT NULL,
+            row_hash TEXT NOT NULL,
+            checked_at TEXT,
+            after_id INTEGER,
+            PRIMARY KEY (tbl, row_id, seal)
+        ) WITHOUT ROWID;
+        CREATE INDEX sealed_rows_seal ON sealed_rows (seal, tbl, row_id);
+        """,
+    ),
+    (
         # `fpmon report` counts samples per time bucket and value, and checks per status,
         # from these indexes alone, never reading the rows (an observation carries its raw
         # response): a million observations in about a second instead of three
@@ -227,7 +289,10 @@ def timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str) -> datetime:
     # fromisoformat reads this fixed format over 20 times faster than strptime, which
     # matters when a timeline parses thousands of rows.
-    return datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:  # compared with aware times later: refuse it here, by name
+        raise ValueError(f"{text[:40]!r} has no time zone")
+    return moment
 
 
 class History:
@@ -236,6 +301,11 @@ class History:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        # What the write transaction under way leaves for its seal (see _seal).
+        self._unsealed: list[tuple[str, int]] = []
+        self._relisted: list[SealedRow] = []
+        self._pruned_before: str | None = None
+        self._trimmed_hash: str | None = None
 
     @classmethod
     def open(cls, path: Path, *, any_thread: bool = False) -> History:
@@ -261,6 +331,7 @@ class History:
         if not path.exists():
             return None
         with _errors(path):
+            _refuse_special(path)
             db = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
                 uri=True,
@@ -300,31 +371,163 @@ class History:
                 for statement in sql.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                if name == "0009_known_baseline":
+                    self._keep_unchained_known()
+                if name == "0010_seals":  # the seal at the end of this transaction
+                    self._unsealed = [
+                        (table, row_id)
+                        for table in SEALED_COLUMNS
+                        for (row_id,) in self._db.execute(f"SELECT id FROM {table} ORDER BY id")
+                    ]
                 self._db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?)",
                     (name, timestamp(datetime.now(UTC))),
                 )
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def _keep_unchained_known(self) -> None:
+        """Move what the known values hold beyond the chained records into the baseline, and
+        add what the records hold beyond the known values (a history of schema 2 counted none
+        of its first records), so that each table is what verify derives."""
+        derived, stored = self.derived_known(), self.stored_known()
+        baseline = {}
+        for key, (first_seen, samples) in stored.items():
+            counted = derived.get(key, ("", 0))
+            if samples > counted[1] or first_seen != counted[0]:
+                baseline[key] = (first_seen, max(samples - counted[1], 0))
+        self._db.executemany(
+            "INSERT INTO known_baseline VALUES (?, ?, ?, ?, ?, ?)",
+            [(*key, first_seen, samples) for key, (first_seen, samples) in baseline.items()],
+        )
+        for table, columns, stored_now, expected in (
+            ("known_values_by_source", 6, stored, merge_known(baseline, derived)),
+            ("known_values", 5, self.stored_known(by_source=False), self.expected_union()),
+        ):
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO {table} VALUES ({_marks(columns)})",
+                [(*key, *count) for key, count in expected.items() if stored_now.get(key) != count],
+            )
+
+    def derived_known(
+        self, through_id: int = 2**63 - 1, *, by_source: bool = True
+    ) -> dict[KnownKey, KnownCount]:
+        """(target, source, field, value) -> (first seen, samples) as the chained records up
+        to `through_id` give them, every successful observation counting its values; without
+        `by_source`, (target, field, value) over every source."""
+        group = "target, source" if by_source else "target"
+        found: dict[KnownKey, KnownCount] = {}
+        for field, column in (("fingerprint", _FINGERPRINT_TOKEN), ("model", "resolved_model")):
+            # min(id) makes SQLite return the observed_at of the first record with the value
+            cursor = self._db.execute(
+                f"SELECT {group}, {column} AS value, min(id), observed_at, count(*)"
+                " FROM observations WHERE error_kind IS NULL AND id <= ?"
+                f" GROUP BY {group}, value HAVING value IS NOT NULL",
+                (through_id,),
+            )
+            for *owner, value, _, first_seen, samples in cursor:
+                found[(*owner, field, value)] = (first_seen, samples)
+        return found
+
+    def stored_known(self, *, by_source: bool = True) -> dict[KnownKey, KnownCount]:
+        """The known-value table detection reads (by source, or of every source)."""
+        table, key = (
+            ("known_values_by_source", "target, source")
+            if by_source
+            else ("known_values", "target")
+        )
+        return {
+            tuple(row[:-2]): (row[-2], row[-1])
+            for row in self._db.execute(
+                f"SELECT {key}, field, value, first_seen, samples FROM {table}"
+            )
+        }
+
+    def known_baseline(self) -> dict[KnownKey, KnownCount]:
+        return {
+            tuple(row[:-2]): (row[-2], row[-1])
+            for row in self._db.execute(
+                "SELECT target, source, field, value, first_seen, samples FROM known_baseline"
+            )
+        }
+
+    def expected_union(self) -> dict[KnownKey, KnownCount]:
+        """What the known_values table must hold: the baseline and the records, every source."""
+        return merge_known(union_known(self.known_baseline()), self.derived_known(by_source=False))
+
     def write(self) -> AbstractContextManager[None]:
-        """One write transaction that holds SQLite's write lock from its start."""
-        return self._transaction("BEGIN IMMEDIATE")
+        """One write transaction that holds SQLite's write lock from its start, and seals what
+        it wrote before it commits."""
+        return self._transaction("BEGIN IMMEDIATE", seal=True)
 
     def snapshot(self) -> AbstractContextManager[None]:
         """One read transaction: its queries see one state of the file, whatever is written
         meanwhile (verify reads the checkpoints and then every record)."""
-        return self._transaction("BEGIN")
+        return self._transaction("BEGIN", seal=False)
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[None]:
+    def _transaction(self, begin: str, *, seal: bool) -> Iterator[None]:
         with _errors(self.path):
             self._db.execute(begin)
             try:
                 yield
+                if seal:
+                    self._seal()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._unsealed, self._relisted = [], []
+                self._pruned_before = self._trimmed_hash = None
             self._db.execute("COMMIT")
+
+    def _seal(self) -> None:
+        """Seal what this transaction wrote: the hash of each check row and checkpoint, the
+        record the chain has reached, the baseline, chained to the seal before."""
+        last = self._db.execute(
+            f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        head_id, head_hash = self._head()
+        written = self._unsealed or self._relisted or self._pruned_before is not None
+        if not written and head_id == (last[2] if last else 0):
+            return
+        rows = [*self._relisted, *(self._sealed_row(t, i) for t, i in self._unsealed)]
+        seal = Seal(
+            id=last[0] + 1 if last else 1,
+            prev_hash=last[-1] if last else GENESIS_HASH,
+            after_id=head_id,
+            record_hash=head_hash,
+            rows=len(rows),
+            rows_digest=rows_digest(rows),
+            baseline=self.baseline_digest(),
+            pruned_before=self._pruned_before,
+            trimmed_hash=self._trimmed_hash,
+            created_at=timestamp(datetime.now(UTC)),
+            hash="",
+        )
+        seal = dataclasses.replace(seal, hash=seal.computed_hash())
+        self._db.execute(
+            f"INSERT INTO chain_seals ({_SEAL_COLUMNS}) VALUES ({_marks(11)})",
+            dataclasses.astuple(seal),
+        )
+        self._db.executemany(
+            "INSERT INTO sealed_rows VALUES (?, ?, ?, ?, ?, ?)",
+            [(seal.id, *row.content()) for row in rows],
+        )
+
+    def _sealed_row(self, table: str, row_id: int) -> SealedRow:
+        """A row as its seal lists it (the seal's id is given when it is written)."""
+        columns = SEALED_COLUMNS[table]
+        values = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
+        ).fetchone()
+        row = dict(zip(columns, values, strict=True))
+        import_after = row["after_id"] if row.get("kind") == CheckpointKind.IMPORT else None
+        return SealedRow(
+            0, table, row_id, row_hash(table, values), row.get("checked_at"), import_after
+        )
+
+    def baseline_digest(self) -> str:
+        return baseline_digest(self._db.execute("SELECT * FROM known_baseline"))
 
     def facts(
         self, target: str, sources: frozenset[Source] = ALL_SOURCES, kind: Source = Source.PROBE
@@ -351,7 +554,7 @@ class History:
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
             latest = (
-                "SELECT fingerprints, models, headers, checked_at FROM checks "
+                "SELECT id, fingerprints, models, headers, checked_at FROM checks "
                 "WHERE target = ? AND fingerprints IS NOT NULL{} "
                 "ORDER BY checked_at DESC, id DESC LIMIT 1"
             )
@@ -364,7 +567,10 @@ class History:
             counts = {}
             for field, value, seen, samples in self._db.execute(known_sql, (target, *names)):
                 known.setdefault(field, set()).add(value)
-                first_seen[(field, value)] = parse_timestamp(seen)
+                where = f"the known {field} {value[:40]!r} of {target}"
+                first_seen[(field, value)] = self._decode(
+                    where, "first_seen", parse_timestamp, seen
+                )
                 if field == "fingerprint":
                     counts[value] = samples
             # The latest check that learns says whether learning is over (it never restarts).
@@ -382,13 +588,25 @@ class History:
         }
         if previous is None:
             return TargetFacts(**common)
+        check = f"check row {previous[0]}"
         return TargetFacts(
-            previous_fingerprints=frozenset(json.loads(previous[0])),
-            previous_models=frozenset(json.loads(previous[1])),
-            previous_headers={k: frozenset(v) for k, v in json.loads(previous[2]).items()},
-            previous_at=parse_timestamp(previous[3]),
+            previous_fingerprints=self._decode(check, "fingerprints", _value_set, previous[1]),
+            previous_models=self._decode(check, "models", _value_set, previous[2]),
+            previous_headers=self._decode(check, "headers", _header_sets, previous[3]),
+            previous_at=self._decode(check, "checked_at", parse_timestamp, previous[4]),
             **common,
         )
+
+    def _decode(self, where: str, column: str, decode: Callable[[Any], _T], value: Any) -> _T:
+        """A stored value as its reader needs it; a corrupt one is a HistoryError naming the
+        row, not a crash in whatever reads it next."""
+        try:
+            return decode(value)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise HistoryError(
+                f"history {self.path}: {where}: {column} is corrupt ({str(exc)[:80]}): "
+                "run `fpmon verify`, and restore the file from a copy or an export"
+            ) from None
 
     def append_check(
         self,
@@ -435,7 +653,7 @@ class History:
                 _COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known]
             )
             succeeded = bool(result.fingerprints or result.models)
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
                 " headers, samples, errors, learning, source)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -453,6 +671,7 @@ class History:
                     source.value,
                 ),
             )
+            self._unsealed.append(("checks", _rowid(cursor)))
 
     def append_records(self, rows: Sequence[Mapping[str, Any]]) -> list[Appended]:
         """Append records from another history as they are (their hash and prev_hash kept),
@@ -498,6 +717,11 @@ class History:
             f"INSERT INTO observations ({columns}) VALUES ({marks})", tuple(row.values())
         )
 
+    def head(self) -> tuple[int, str]:
+        """The id and hash of the last record (see _head)."""
+        with _errors(self.path):
+            return self._head()
+
     def _head(self) -> tuple[int, str]:
         """The id and hash the next record follows: the last record, else the last prune
         checkpoint (everything was pruned: ids go on from there), else the genesis."""
@@ -515,11 +739,12 @@ class History:
     def _add_checkpoint(
         self, kind: CheckpointKind, after_id: int, from_hash: str, hash_: str, *, records: int
     ) -> None:
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO chain_checkpoints (kind, after_id, from_hash, hash, records, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (kind.value, after_id, from_hash, hash_, records, timestamp(datetime.now(UTC))),
         )
+        self._unsealed.append(("chain_checkpoints", _rowid(cursor)))
 
     def failed_before(self, target: str, check_id: str) -> int:
         """How many checks of `target` failed (status error) in a row just before `check_id`."""
@@ -582,12 +807,22 @@ class History:
             ).fetchall()
         changed_at = [at for status, _, at in counts if status in CHANGE_STATUSES]
         return TargetState(
-            last_checked_at=parse_timestamp(last[1]) if last else None,
+            last_checked_at=(
+                self._decode(f"check {last[0]}", "checked_at", parse_timestamp, last[1])
+                if last
+                else None
+            ),
             last_ok=bool(last[2]) if last else None,
             latency_ms=statistics.median(latencies) if latencies else None,
             served=self.served(target, last_ok[0]) if last_ok else frozenset(),
             status_counts={status: count for status, count, _ in counts},
-            last_change_at=parse_timestamp(max(changed_at)) if changed_at else None,
+            last_change_at=(
+                self._decode(
+                    f"the checks of {target}", "checked_at", parse_timestamp, max(changed_at)
+                )
+                if changed_at
+                else None
+            ),
         )
 
     def last_check_row(self) -> int:
@@ -606,7 +841,14 @@ class History:
                 f"AND source = 'traffic' AND status IN ({_TRAFFIC_STATUSES}) ORDER BY id",
                 (after, last),
             ).fetchall()
-        return [(target, Status(status), parse_timestamp(at)) for target, status, at in rows], last
+        return [
+            (
+                target,
+                self._decode(f"a check of {target}", "status", Status, status),
+                self._decode(f"a check of {target}", "checked_at", parse_timestamp, at),
+            )
+            for target, status, at in rows
+        ], last
 
     def count_observations(self, target: str | None = None) -> int:
         with _errors(self.path):
@@ -645,14 +887,15 @@ class History:
                 (target, *params),
             )
             for id_, check_id, name, at, status, fingerprints, models, samples, errors in cursor:
+                row = f"check row {id_}"
                 yield CheckRecord(
                     id=id_,
                     check_id=check_id,
                     target=name,
-                    checked_at=parse_timestamp(at),
+                    checked_at=self._decode(row, "checked_at", parse_timestamp, at),
                     status=status,
-                    fingerprints=_value_set(fingerprints),
-                    models=_value_set(models),
+                    fingerprints=self._decode(row, "fingerprints", _optional_set, fingerprints),
+                    models=self._decode(row, "models", _optional_set, models),
                     samples=samples,
                     errors=errors,
                 )
@@ -672,7 +915,10 @@ class History:
             cursor.row_factory = sqlite3.Row
             return [
                 Recorded(
-                    row["id"], row["check_id"], observation_from_row(row), Source(row["source"])
+                    row["id"],
+                    row["check_id"],
+                    self._decode(f"record {row['id']}", "a column", observation_from_row, row),
+                    self._decode(f"record {row['id']}", "source", Source, row["source"]),
                 )
                 for row in cursor
             ]
@@ -706,19 +952,109 @@ class History:
             for values in cursor:
                 yield dict(zip(columns, values, strict=True))
 
+    def check_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every check row as stored: id, check_id, target, source, checked_at, status,
+        fingerprints, models, headers, errors."""
+        with _errors(self.path):
+            yield from self._db.execute(
+                "SELECT id, check_id, target, source, checked_at, status, fingerprints, models,"
+                " headers, errors FROM checks ORDER BY id"
+            )
+
+    def derived_checks(self) -> dict[tuple[str, str, str], CheckSets]:
+        """(check_id, target, source) -> what the check's chained records give its row."""
+        found: dict[tuple[str, str, str], CheckSets] = {}
+        with _errors(self.path):
+            cursor = self._db.execute(
+                f"SELECT check_id, target, source, {_FINGERPRINT_TOKEN}, resolved_model, headers,"
+                " error_kind FROM observations"
+            )
+            for check_id, target, source, token, model, headers, error in cursor:
+                sets = found.setdefault((check_id, target, source), CheckSets())
+                if error is not None:
+                    sets.errors += 1
+                    continue
+                if token is not None:
+                    sets.fingerprints.add(token)
+                if model is not None:
+                    sets.models.add(model)
+                for name, value in self._decode("a record", "headers", json.loads, headers).items():
+                    sets.headers.setdefault(name, set()).add(value)
+        return found
+
+    def seals(self) -> Iterator[Seal]:
+        with _errors(self.path):
+            for values in self._db.execute(f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id"):
+                yield Seal(*values)
+
+    def sealed_rows(
+        self, *, through_seal: int = 2**63 - 1, table: str | None = None
+    ) -> Iterator[SealedRow]:
+        """What the seals list: in seal order (up to `through_seal`), or, of one `table`, in
+        row order."""
+        where, order = "seal <= ?", "seal, tbl, row_id"
+        params: list[Any] = [through_seal]
+        if table is not None:
+            where, order = where + " AND tbl = ?", "row_id, seal"
+            params.append(table)
+        with _errors(self.path):
+            for values in self._db.execute(
+                "SELECT seal, tbl, row_id, row_hash, checked_at, after_id FROM sealed_rows"
+                f" WHERE {where} ORDER BY {order}",
+                params,
+            ):
+                yield SealedRow(*values)
+
+    def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
+        """(id, hash, how a message names it) of each row of a sealed table, in id order."""
+        columns = SEALED_COLUMNS[table]
+        with _errors(self.path):
+            for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
+                row = dict(zip(columns, values, strict=True))
+                name = (
+                    f"check row {row['id']} ({row['target']}, {row['checked_at']})"
+                    if table == "checks"
+                    else f"the {row['kind']} checkpoint after record {row['after_id']}"
+                )
+                yield row["id"], row_hash(table, values), name
+
+    def record_at(self, record_id: int) -> tuple[str, str] | None:
+        """(hash, observed_at) of the record `record_id`, None when there is none."""
+        with _errors(self.path):
+            found = self._db.execute(
+                "SELECT hash, observed_at FROM observations WHERE id = ?", (record_id,)
+            ).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    def first_record(self) -> tuple[int, str] | None:
+        """(id, observed_at) of the first record, None when there is none."""
+        with _errors(self.path):
+            found = self._db.execute(
+                "SELECT id, observed_at FROM observations ORDER BY id LIMIT 1"
+            ).fetchone()
+        return None if found is None else (found[0], found[1])
+
+    def has_seal(self, seal_hash: str) -> bool:
+        with _errors(self.path):
+            return bool(
+                self._db.execute(
+                    "SELECT 1 FROM chain_seals WHERE hash = ?", (seal_hash,)
+                ).fetchone()
+            )
+
     def checkpoints(self) -> list[Checkpoint]:
         with _errors(self.path):
             return [
                 Checkpoint(
-                    CheckpointKind(kind),
+                    self._decode(f"checkpoint {id_}", "kind", CheckpointKind, kind),
                     after_id,
                     from_hash,
                     hash_,
                     records,
-                    parse_timestamp(created),
+                    self._decode(f"checkpoint {id_}", "created_at", parse_timestamp, created),
                 )
-                for kind, after_id, from_hash, hash_, records, created in self._db.execute(
-                    "SELECT kind, after_id, from_hash, hash, records, created_at"
+                for id_, kind, after_id, from_hash, hash_, records, created in self._db.execute(
+                    "SELECT id, kind, after_id, from_hash, hash, records, created_at"
                     " FROM chain_checkpoints ORDER BY id"
                 )
             ]
@@ -765,10 +1101,46 @@ class History:
                     "DELETE FROM chain_checkpoints WHERE kind = ? AND after_id < ?",
                     (CheckpointKind.IMPORT.value, plan.last_id),
                 )
+                baseline = merge_known(self.known_baseline(), self.derived_known(plan.last_id))
+                self._db.execute("DELETE FROM known_baseline")
+                self._db.executemany(
+                    "INSERT INTO known_baseline VALUES (?, ?, ?, ?, ?, ?)",
+                    [(*key, first, samples) for key, (first, samples) in baseline.items()],
+                )
                 self._db.execute("DELETE FROM observations WHERE id <= ?", (plan.last_id,))
             self._db.execute(
                 f"DELETE FROM checks WHERE {_PRUNABLE_CHECKS}", (timestamp(plan.cutoff),)
             )
+            if plan.observations or plan.checks:
+                self._prune_seals(plan)
+
+    def _prune_seals(self, plan: PrunePlan) -> None:
+        """Delete the seals written before the last deleted record, listing again in this
+        prune's seal the rows they sealed that are still there; the rows of the seals kept that
+        are gone stay listed, explained by the cutoff."""
+        (earlier_cutoff, trimmed_hash) = self._db.execute(
+            "SELECT max(pruned_before), (SELECT trimmed_hash FROM chain_seals"
+            " WHERE trimmed_hash IS NOT NULL ORDER BY id DESC LIMIT 1) FROM chain_seals"
+        ).fetchone()
+        self._pruned_before = max(timestamp(plan.cutoff), earlier_cutoff or "")
+        self._trimmed_hash = trimmed_hash or GENESIS_HASH
+        # after_id never decreases from one seal to the next: the seals before are a prefix
+        trimmed = self._db.execute(
+            "SELECT id, hash FROM chain_seals WHERE after_id < ? ORDER BY id DESC LIMIT 1",
+            (plan.last_id,),
+        ).fetchone()
+        if trimmed is None:
+            return
+        self._trimmed_hash = trimmed[1]
+        for row in self.sealed_rows(through_seal=trimmed[0]):
+            present = self._db.execute(
+                f"SELECT 1 FROM {row.table} WHERE id = ?", (row.row_id,)
+            ).fetchone()
+            # The same row, not another that took the id of a pruned one
+            if present and self._sealed_row(row.table, row.row_id).row_hash == row.row_hash:
+                self._relisted.append(row)
+        self._db.execute("DELETE FROM sealed_rows WHERE seal <= ?", (trimmed[0],))
+        self._db.execute("DELETE FROM chain_seals WHERE id <= ?", (trimmed[0],))
 
     def vacuum(self) -> None:
         """Give the space of deleted rows back to the file system (outside any transaction)."""
@@ -779,7 +1151,48 @@ class History:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+KnownKey = tuple[str, ...]
+"""(target, source, field, value) of a known value; (target, field, value) of every source."""
+KnownCount = tuple[str, int]
+"""(first seen, as stored, and samples) of a known value."""
+_FINGERPRINT_TOKEN = (
+    f"CASE fingerprint_state WHEN 'null' THEN '{NULL}' WHEN 'absent' THEN '{ABSENT}'"
+    " ELSE fingerprint END"
+)
+
+
+def merge_known(
+    earlier: Mapping[KnownKey, KnownCount], later: Mapping[KnownKey, KnownCount]
+) -> dict[KnownKey, KnownCount]:
+    """Known values counted over two stretches of records, `earlier` before `later`."""
+    merged = dict(earlier)
+    for key, (first_seen, samples) in later.items():
+        before = merged.get(key)
+        merged[key] = (first_seen, samples) if before is None else (before[0], before[1] + samples)
+    return merged
+
+
+def union_known(known: Mapping[KnownKey, KnownCount]) -> dict[KnownKey, KnownCount]:
+    """The known values of every source together, as the known_values table keeps them: first
+    seen by the earliest source (timestamps sort as text), samples summed."""
+    union: dict[KnownKey, KnownCount] = {}
+    for (target, _, field, value), (first_seen, samples) in known.items():
+        before = union.get((target, field, value))
+        union[(target, field, value)] = (
+            (first_seen, samples)
+            if before is None
+            else (min(before[0], first_seen), before[1] + samples)
+        )
+    return union
+
+
 _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters
+_SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None  # an INSERT's
+    return cursor.lastrowid
 
 
 def _marks(count: int) -> str:
@@ -792,6 +1205,16 @@ class Appended(Enum):
     APPENDED = "appended"
     SPLICED = "spliced"
     """Appended, and it continues another chain: an import checkpoint was recorded."""
+
+
+@dataclass
+class CheckSets:
+    """What a check row must say, gathered from its records one by one."""
+
+    fingerprints: set[str] = dataclasses.field(default_factory=set)
+    models: set[str] = dataclasses.field(default_factory=set)
+    headers: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -829,9 +1252,27 @@ def _window(column: str, window: Window) -> tuple[str, list[Any]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _value_set(text: str | None) -> frozenset[str] | None:
+def _value_set(text: str) -> frozenset[str]:
+    """A stored JSON list of strings; ValueError when it is anything else."""
     # Cached: a timeline reads the same few sets thousands of times in a row.
-    return None if text is None else frozenset(json.loads(text))
+    return _strings(json.loads(text))
+
+
+def _strings(values: Any) -> frozenset[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("expected a JSON list of strings")
+    return frozenset(values)
+
+
+def _optional_set(text: str | None) -> frozenset[str] | None:
+    return None if text is None else _value_set(text)
+
+
+def _header_sets(text: str) -> dict[str, frozenset[str]]:
+    headers = json.loads(text)
+    if not isinstance(headers, dict):
+        raise ValueError("expected a JSON object")
+    return {name: _strings(values) for name, values in headers.items()}
 
 
 def observation_from_row(row: Row) -> Observation:
@@ -915,8 +1356,55 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 def _create_private(path: Path) -> None:
     """Create the file readable by its owner only, before SQLite creates it with the umask."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        _refuse_special(path)
+    except FileNotFoundError:
+        # Not O_EXCL, which refuses a symlink to nothing: SQLite then made its target 0644.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_special(path: Path) -> None:
+    """HistoryError unless the history (FileNotFoundError when it is missing) and the -wal and
+    -shm files SQLite keeps beside it are regular files: SQLite waits forever on a FIFO."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            if file == path:
+                raise
+            continue
+        if not stat.S_ISREG(mode):
+            kind = next((kind for test, kind in _SPECIAL_FILES if test(mode)), "a special file")
+            what = "it" if file == path else f"{file} beside it"
+            raise HistoryError(
+                f"history {path}: {what} is {kind}, not a regular file: "
+                "pass --history with the path of a history file"
+            )
+
+
+def _why_unwritable(path: Path, problem: str) -> str:
+    """SQLite says "read-only" or "unable to open" when it cannot create its -wal and -shm
+    files beside the history, however writable the history itself is: name the directory."""
+    directory = path.resolve().parent
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError:
+        return (
+            f"the directory {directory} is read-only, and SQLite keeps its -wal and -shm files "
+            "beside the history: make the directory writable, or pass --history"
+        )
+    if "readonly" in problem:
+        return "the file is read-only: check its permissions or pass --history"
+    return problem
 
 
 @contextmanager
@@ -930,8 +1418,11 @@ def _errors(path: Path) -> Iterator[None]:
             text = "the file is not an fpmon history (not a SQLite database)"
         elif "locked" in text or "busy" in text:
             text = "locked by another process; try again, or pass another --history"
-        elif "readonly" in text:
-            text = "the file is read-only: check its permissions or pass --history"
+        elif "readonly" in text or "unable to open" in text:
+            text = _why_unwritable(path, text)
         raise HistoryError(f"history {path}: {text}") from exc
     except OSError as exc:
-        raise HistoryError(f"history {path}: {exc.strerror or exc}") from exc
+        text = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            text = _why_unwritable(path, text)
+        raise HistoryError(f"history {path}: {text}") from exc

@@ -35,6 +35,8 @@ from tests.unit.store.test_history import (
 )
 
 DAY = timedelta(days=1)
+LATER = T0 + 365 * DAY
+"""The clock of an import: after every record these tests write."""
 
 
 @pytest.fixture
@@ -143,11 +145,34 @@ def test_verify_names_the_first_tampered_record(path: Path, case: str) -> None:
 
 
 def test_deleting_the_newest_records_leaves_a_shorter_valid_chain(path: Path) -> None:
-    # The limit of a chain kept beside the data: only a head noted elsewhere reveals this.
+    """The limit of a chain kept beside the data: a newest check cut whole (its records, its
+    row, its seal and the counts detection keeps) leaves a shorter history that verifies; only
+    the head kept elsewhere reveals it."""
     write_days(path, 2)
-    head = verify_history(path).head_hash
+    head = verify_history(path).seal
+    assert head is not None
     execute(path, "DELETE FROM observations WHERE id = 4")
-    assert verify_history(path).head_hash != head
+    with pytest.raises(ChainBroken, match="known_values_by_source"):
+        verify_history(path)
+    for table in ("known_values", "known_values_by_source"):
+        execute(path, f"UPDATE {table} SET samples = samples - 1 WHERE value IN ('fp_b', 'm-1')")
+    with pytest.raises(ChainBroken, match=r"seal 2 \(.*\) was written after record 4, which is"):
+        verify_history(path)
+    for table in ("known_values", "known_values_by_source"):
+        execute(path, f"UPDATE {table} SET samples = samples - 1 WHERE value IN ('fp_b', 'm-1')")
+        execute(path, f"DELETE FROM {table} WHERE samples = 0")
+    for sql in (
+        "DELETE FROM observations WHERE id = 3",
+        "DELETE FROM checks WHERE id = 2",
+        "DELETE FROM sealed_rows WHERE seal = 2",
+        "DELETE FROM chain_seals WHERE id = 2",
+    ):
+        execute(path, sql)
+    shorter = verify_history(path)
+    assert shorter.seal is not None and shorter.seal.hash != head.hash
+    with pytest.raises(ChainBroken, match=f"the head {head.hash} is not a seal of this history"):
+        verify_history(path, head=head.hash)
+    assert verify_history(path, head=shorter.seal.hash).records == 2
 
 
 # --- export and import ------------------------------------------------------------------
@@ -181,7 +206,7 @@ def test_export_import_round_trip_keeps_every_field(path: Path, tmp_path: Path) 
     assert export_to(path, file) == 6
     assert oct(file.stat().st_mode & 0o777) == "0o600"
     copy = tmp_path / "copy.db"
-    imported = import_history(copy, file)
+    imported = import_history(copy, file, LATER)
     assert (imported.appended, imported.present, imported.checks) == (6, 0, 2)
     assert imported.invalid == () and imported.junctions == ()
     everything = "SELECT * FROM observations ORDER BY id"
@@ -205,9 +230,9 @@ def test_import_is_idempotent(path: Path, tmp_path: Path) -> None:
     file = tmp_path / "export.jsonl"
     export_to(path, file)
     copy = tmp_path / "copy.db"
-    import_history(copy, file)
+    import_history(copy, file, LATER)
     before = rows(copy, "SELECT * FROM observations"), rows(copy, "SELECT * FROM checks")
-    again = import_history(copy, file)
+    again = import_history(copy, file, LATER)
     assert (again.appended, again.present, again.checks) == (0, 6, 0)
     assert (rows(copy, "SELECT * FROM observations"), rows(copy, "SELECT * FROM checks")) == before
     assert rows(copy, "SELECT count(*) AS n FROM chain_checkpoints") == [{"n": 0}]
@@ -218,7 +243,7 @@ def test_imported_checks_are_what_detection_reads(path: Path, tmp_path: Path) ->
     file = tmp_path / "export.jsonl"
     export_to(path, file)
     copy = tmp_path / "copy.db"
-    import_history(copy, file)
+    import_history(copy, file, LATER)
     assert [r["status"] for r in rows(copy, "SELECT status FROM checks ORDER BY id")] == [
         "first",
         "new",
@@ -239,7 +264,7 @@ def test_imported_traffic_stays_traffic(path: Path, tmp_path: Path) -> None:
     file = tmp_path / "export.jsonl"
     export_to(path, file)
     copy = tmp_path / "copy.db"
-    import_history(copy, file)
+    import_history(copy, file, LATER)
     checks = rows(copy, "SELECT source, status FROM checks ORDER BY id")
     assert [(c["source"], c["status"]) for c in checks] == [
         ("probe", "first"),
@@ -263,7 +288,7 @@ def test_an_unknown_source_is_refused_at_import(path: Path, tmp_path: Path) -> N
     edited["source"] = "manual"
     edited["hash"] = chain_hash(edited)
     file.write_text("\n".join([lines[0], json.dumps(edited), *lines[2:]]) + "\n")
-    imported = import_history(tmp_path / "copy.db", file)
+    imported = import_history(tmp_path / "copy.db", file, LATER)
     (invalid,) = imported.invalid
     assert invalid.endswith(
         ":2: not a valid record, skipped: source: expected probe or traffic, got 'manual'"
@@ -299,7 +324,7 @@ def test_bad_lines_are_reported_with_their_number_and_the_rest_is_kept(
     file.write_text("\n".join(bad) + "\n")
     file.write_bytes(file.read_bytes() + b"\xff\xfe not utf-8\n")
     copy = tmp_path / "copy.db"
-    imported = import_history(copy, file)
+    imported = import_history(copy, file, LATER)
     assert imported.appended == 3
     problems = {line.split(":")[1]: line for line in imported.invalid}
     assert sorted(problems, key=int) == ["2", "4", "7", "8", "9", "10"]
@@ -319,7 +344,7 @@ def test_import_into_a_history_with_records_joins_the_chains(path: Path, tmp_pat
     export_to(path, file)
     local = tmp_path / "local.db"
     write_days(local, 2)
-    imported = import_history(local, file)
+    imported = import_history(local, file, LATER)
     assert (imported.appended, imported.junctions) == (4, (1,))
     verified = verify_history(local)
     assert verified.records == 8 and [c.kind.value for c in verified.checkpoints] == ["import"]
@@ -333,7 +358,7 @@ def test_import_into_a_history_with_records_joins_the_chains(path: Path, tmp_pat
 
 def test_a_file_that_cannot_be_read_is_a_usage_error(path: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read") as info:
-        import_history(path, tmp_path / "missing.jsonl")
+        import_history(path, tmp_path / "missing.jsonl", LATER)
     assert info.value.exit_code == ExitCode.USAGE
 
 
@@ -427,7 +452,7 @@ def test_prune_absorbs_the_junction_of_a_pruned_import(path: Path, tmp_path: Pat
     export_to(source, file)
     with History.open(path) as history:
         record(history, [obs("fp_a", at=T0 - 30 * DAY)], at=T0 - 30 * DAY)
-    import_history(path, file)
+    import_history(path, file, LATER)
     write_days(path, 1)
     prune_history(config(path), 0.5 * 86400, T0 + DAY, dry_run=False)
     assert [c.kind.value for c in verify_history(path).checkpoints] == ["prune"]
