@@ -101,23 +101,33 @@ def detect(
         changes=tuple(changes),
         headers={h: tuple(sorted(v)) for h, v in sorted(headers.items())},
         in_lock=lock is not None,
-        news=_news(unexpected_values, facts, remind, checked_at),
+        news=_news(unexpected_values, facts, lock, remind, checked_at),
     )
 
 
 def _news(
     values: set[tuple[str, str]],
     facts: TargetFacts,
+    lock: LockEntry | None,
     remind: float | None,
     checked_at: datetime | None,
 ) -> bool:
-    """Whether the unexpected `values` are news: one of them was never recorded before, or
-    (with `remind`) a multiple of `remind` seconds since the last of them was first recorded
-    has passed between the previous check and this one."""
-    seen = [facts.first_seen.get(value) for value in values]
-    if not seen or None in seen:
+    """Whether the unexpected `values` are news. Not when the target's latest `new` check held
+    them all and the lock was not accepted since (each check of an unaccepted value is `new`:
+    one notification is enough), unless `remind` seconds (a multiple of them) have passed since
+    the last of them was first recorded, between the previous check and this one."""
+    last = facts.last_new
+    if last is None or not values:
         return True
-    if remind is None or checked_at is None or facts.previous_at is None:
+    if lock is not None and lock.accepted_at is not None and lock.accepted_at > last.at:
+        return True
+    announced_values = {(FINGERPRINT, v) for v in last.fingerprints} | {
+        (MODEL, v) for v in last.models
+    }
+    if not values <= announced_values:
+        return True
+    seen = [facts.first_seen.get(value) for value in values]
+    if remind is None or checked_at is None or facts.previous_at is None or None in seen:
         return False
     announced = max(at for at in seen if at is not None)
     periods_then = (facts.previous_at - announced).total_seconds() // remind

@@ -112,6 +112,15 @@ class ProbeError:
 
 
 @dataclass(frozen=True)
+class Announced:
+    """The values a `new` check announced (its fingerprints and models), and when."""
+
+    fingerprints: frozenset[str]
+    models: frozenset[str]
+    at: datetime
+
+
+@dataclass(frozen=True)
 class TargetFacts:
     """What the history knows about a target before this check (detection's input)."""
 
@@ -128,6 +137,8 @@ class TargetFacts:
     """The learning state the latest learning check left; None: the target never learned."""
     previous_at: datetime | None = None
     """When the previous check (see previous_fingerprints) was made."""
+    last_new: Announced | None = None
+    """The target's latest `new` check: what it announced, and when."""
 
     @property
     def learning_ended(self) -> bool:
@@ -177,10 +188,10 @@ class TargetResult:
     unseen_estimate: float | None = None
     """After this check: Good-Turing estimate of the share served by values never seen."""
     news: bool = True
-    """A `new` status announces its values: at least one was first recorded in this check, or
-    a `remind` interval has passed since the last of them was. False: every unexpected value
-    was announced by an earlier check, so notifiers stay quiet (the status and exit code do
-    not change: CI keeps failing until `fpmon accept`)."""
+    """A `new` status announces its values: the target's latest `new` check (since the lock
+    was last accepted) did not hold them all, or a `remind` interval has passed. False: they
+    were announced already, so notifiers stay quiet (the status and exit code do not change:
+    CI keeps failing until `fpmon accept`)."""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from fp_monitor.domain.models import (
     CHANGE_STATUSES,
     NULL,
     TRAFFIC_STATUSES,
+    Announced,
     CheckRecord,
     ErrorKind,
     Observation,
@@ -579,12 +580,20 @@ class History:
                 f"{only} ORDER BY id DESC LIMIT 1",
                 (target, *names),
             ).fetchone()
+            # What the latest `new` check announced, whichever source made it: the
+            # notifications of an unaccepted value go out once (see detect._news).
+            last_new = self._db.execute(
+                "SELECT id, fingerprints, models, checked_at FROM checks "
+                "WHERE target = ? AND status = 'new' ORDER BY checked_at DESC, id DESC LIMIT 1",
+                (target,),
+            ).fetchone()
         common: dict[str, Any] = {
             "known_fingerprints": frozenset(known["fingerprint"]),
             "known_models": frozenset(known["model"]),
             "first_seen": first_seen,
             "fingerprint_counts": counts,
             "latest_learning": None if last_learning is None else bool(last_learning[0]),
+            "last_new": None if last_new is None else self._announced(last_new),
         }
         if previous is None:
             return TargetFacts(**common)
@@ -595,6 +604,14 @@ class History:
             previous_headers=self._decode(check, "headers", _header_sets, previous[3]),
             previous_at=self._decode(check, "checked_at", parse_timestamp, previous[4]),
             **common,
+        )
+
+    def _announced(self, row: tuple[Any, ...]) -> Announced:
+        where = f"check row {row[0]}"
+        return Announced(
+            fingerprints=self._decode(where, "fingerprints", _value_set, row[1]),
+            models=self._decode(where, "models", _value_set, row[2]),
+            at=self._decode(where, "checked_at", parse_timestamp, row[3]),
         )
 
     def _decode(self, where: str, column: str, decode: Callable[[Any], _T], value: Any) -> _T:

@@ -15,6 +15,7 @@ from fp_monitor.domain.detect import detect
 from fp_monitor.domain.models import (
     ABSENT,
     NULL,
+    Announced,
     Change,
     ErrorKind,
     FailOn,
@@ -539,9 +540,13 @@ ROLLED_AT = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
 def rolled_out(previous_at: datetime | None) -> TargetFacts:
-    """Locked to fp_a; fp_r was recorded (and announced) at ROLLED_AT and is still unaccepted."""
+    """Locked to fp_a (accepted on DAY1); fp_r was recorded and announced by a `new` check at
+    ROLLED_AT and is still unaccepted."""
     first_seen = {("fingerprint", "fp_r"): ROLLED_AT, ("model", "m-1"): DAY1}
-    return dataclasses.replace(facts({"fp_r"}, first_seen=first_seen), previous_at=previous_at)
+    announced = Announced(frozenset({"fp_r"}), frozenset({"m-1"}), ROLLED_AT)
+    return dataclasses.replace(
+        facts({"fp_r"}, first_seen=first_seen), previous_at=previous_at, last_new=announced
+    )
 
 
 def test_a_value_recorded_for_the_first_time_is_news() -> None:
@@ -553,6 +558,19 @@ def test_a_value_announced_before_is_new_but_not_news() -> None:
     later = ROLLED_AT.replace(hour=11)
     result = run([obs("fp_r")], rolled_out(later), lock=lock({"fp_a"}), checked_at=later)
     assert result.status is Status.NEW and result.unexpected and not result.news
+
+
+def test_another_unaccepted_value_is_news_again() -> None:
+    later = ROLLED_AT.replace(hour=11)
+    result = run([obs("fp_s")], rolled_out(later), lock=lock({"fp_a"}), checked_at=later)
+    assert result.status is Status.NEW and result.news
+
+
+def test_a_value_is_news_again_after_an_accept_that_left_it_out() -> None:
+    later = ROLLED_AT.replace(hour=11)
+    accepted = LockEntry(frozenset({"fp_a"}), frozenset({"m-1"}), ROLLED_AT.replace(minute=30))
+    result = run([obs("fp_r")], rolled_out(later), lock=accepted, checked_at=later)
+    assert result.status is Status.NEW and result.news
 
 
 @pytest.mark.parametrize(
