@@ -23,11 +23,13 @@ from rich.text import Text
 from fp_monitor.config.settings import Config, key_status
 from fp_monitor.domain.models import (
     CheckResult,
+    Observation,
     Recorded,
     Status,
     TargetResult,
     fingerprint_columns,
 )
+from fp_monitor.domain.streams import disagreeing
 from fp_monitor.domain.text import (
     clean,
     iso,
@@ -357,13 +359,23 @@ def observations_table(records: Sequence[Recorded]) -> Table:
             Text(str(record.id)),
             Text(o.observed_at.strftime("%Y-%m-%d %H:%M:%S")),
             Text(clean(o.target)),
-            Text("-" if o.fingerprint is None else show_value(o.fingerprint)),
+            Text(_fingerprint_cell(o)),
             Text(show_value(o.resolved_model) if o.resolved_model is not None else "-"),
             Text(str(o.http_status) if o.http_status is not None else "-"),
             Text(show_latency(o.latency_ms)),
             Text(shorten(error, 80), style="red"),
         )
     return table
+
+
+def _fingerprint_cell(o: Observation) -> str:
+    """The recorded fingerprint, and the others a stream's chunks carried when they disagreed."""
+    if o.fingerprint is None:
+        return "-"
+    others = disagreeing(o.tags)
+    if not others:
+        return show_value(o.fingerprint)
+    return f"{show_value(o.fingerprint)} (chunks disagree: also {show_values(others)})"
 
 
 def render_runs(runs: Sequence[Run], output_format: str, stdout: IO[str]) -> None:
