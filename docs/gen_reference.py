@@ -30,6 +30,7 @@ import typer.main
 
 from fp_monitor.cli.app import app
 from fp_monitor.config import settings as fpconfig
+from fp_monitor.config.formats import FORMAT_KEYS
 from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
 from fp_monitor.domain.errors import PRECEDENCE, ExitCode
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN
@@ -173,6 +174,17 @@ TOP_MEANING = {
     "defaults": "A table of target keys that applies to every target; a target's own keys win.",
     "targets": "One `[targets.NAME]` table per target; the table name is the target name.",
     "notify": "One `[notify.NAME]` table per notifier (see the notifier keys below).",
+    "fingerprint_formats": "One `[fingerprint_formats.NAME]` table per fingerprint format of "
+    "your own servers, tried before the built-in ones (see the format keys below).",
+}
+
+FORMAT_MEANING = {
+    "pattern": "A regular expression that matches a whole fingerprint; each named group "
+    "(`(?P<version>[0-9.]+)`) is a part. At most 1000 characters; values longer than 256 are "
+    "never decoded.",
+    "opaque": "Groups that are hashes or commits: a change says only that they changed.",
+    "labels": 'How a part reads in the diff, e.g. `{ version = "gateway" }` (default: the '
+    "group name, underscores read as spaces).",
 }
 
 TARGET_MEANING = {
@@ -331,6 +343,7 @@ def config_page() -> str:
     _check_documented("target keys", fpconfig.TARGET_KEYS, TARGET_MEANING)
     notify_keys = dict.fromkeys(k for keys in fpconfig.NOTIFY_KEYS.values() for k in keys)
     _check_documented("notifier keys", notify_keys, NOTIFY_MEANING)
+    _check_documented("fingerprint format keys", FORMAT_KEYS, FORMAT_MEANING)
     defaults = _target_defaults()
     ranges = _target_ranges()
     events = ", ".join(f"`{e.value}`" for e in fpconfig.Event)
@@ -386,6 +399,22 @@ def config_page() -> str:
         shown = "both" if len(kinds) == len(fpconfig.NOTIFY_KEYS) else ", ".join(kinds)
         default = _code(notify_defaults[key])
         lines.append(f"| `{key}` | {shown} | {default} | {NOTIFY_MEANING[key]} |")
+    lines += [
+        "",
+        "## Fingerprint format keys",
+        "",
+        "In `[fingerprint_formats.NAME]`: how your own servers' fingerprints decode into parts, "
+        "so that a change says which parts moved ([What fingerprints "
+        "mean](../explanation/fingerprints.md#formats)). NAME is the format's name in the output.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
+    format_defaults = {"pattern": "required", "opaque": "[]", "labels": "{}"}
+    lines += [
+        f"| `{key}` | {_code(format_defaults[key])} | {FORMAT_MEANING[key]} |"
+        for key in FORMAT_KEYS
+    ]
     lines += [
         "",
         "## Presets",

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import platformdirs
 
+from fp_monitor.config.formats import grammars
 from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
 from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
 from fp_monitor.domain.models import Event
 from fp_monitor.net.redact import register
@@ -86,7 +88,15 @@ TARGET_KEYS = (
     "learn_max",
     "error_after",
 )
-TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify")
+TOP_KEYS = (
+    "history",
+    "baseline",
+    "retention",
+    "defaults",
+    "targets",
+    "notify",
+    "fingerprint_formats",
+)
 _NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
 NOTIFY_KEYS = {
     "webhook": (*_NOTIFY_COMMON_KEYS, "url", "format", "headers", "retries"),
@@ -233,6 +243,8 @@ class Config:
     retention: float | None = None
     """Seconds of history `fpmon prune` keeps when no --older-than is given."""
     notifiers: tuple[Notifier, ...] = ()
+    grammars: tuple[Grammar, ...] = BUILTIN_GRAMMARS
+    """The fingerprint grammars: the file's [fingerprint_formats.*] first, then the built-in."""
 
     def select(self, names: list[str]) -> tuple[Target, ...]:
         """The named targets (all enabled ones when none are named); unknown names are errors."""
@@ -322,6 +334,7 @@ def load_config(
         baseline=baseline or base_dir / LOCK_FILENAME,
         retention=_retention(data, where),
         notifiers=notifiers,
+        grammars=grammars(data, where),
     )
 
 

@@ -21,7 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from fp_monitor.config.settings import Config, key_status
+from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
+    Change,
     CheckResult,
     Observation,
     Recorded,
@@ -115,14 +117,19 @@ def diff_table(result: CheckResult) -> Table | None:
     changes = [c for t in result.targets for c in t.changes]
     if not changes:
         return None
-    table = _table("target", "field", "before", "now", "before first seen", title="changes")
+    # The parts column only when a change decodes: opaque values read as they always did.
+    explained = any(c.parts is not None for c in changes)
+    parts = ("what changed",) if explained else ()
+    table = _table("target", "field", "before", "now", "before first seen", *parts, title="changes")
     for change in changes:
+        summary = (Text(change.parts.summary if change.parts else ""),) if explained else ()
         table.add_row(
             Text(clean(change.target)),
             Text(change.field),
             Text(show_values(change.before)),
             Text(show_values(change.now)),
             Text(show_when(change.before_first_seen)),
+            *summary,
         )
     return table
 
@@ -141,6 +148,14 @@ def render_check(console: Console, result: CheckResult) -> None:
                     f"{clean(target.name)}: learning its served set (unseen share estimated at "
                     f"{estimate:.1%}); values not seen before are `learned`, not alarms",
                     style="dim",
+                )
+            )
+        if target.status is Status.FIRST and (reason := no_signal(target.fingerprints)):
+            console.print(
+                Text(
+                    f"{clean(target.name)}: this server sends no usable fingerprint: {reason}; "
+                    f"{NO_SIGNAL_ADVICE}",
+                    style="yellow",
                 )
             )
         if target.unexpected:
@@ -194,9 +209,38 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                     for e in t.errors
                 ],
                 "latency_ms": _ms(t.latency_ms),
+                "changes": [change_json(c) for c in t.changes],
+                "no_signal": no_signal(t.fingerprints),
             }
             for t in result.targets
         ],
+    }
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    """One diff row; `parts` says which parts of decodable fingerprints changed (else null)."""
+    parts = change.parts
+    return {
+        "field": change.field,
+        "before": json_values(change.before),
+        "now": json_values(change.now),
+        "before_first_seen": iso(change.before_first_seen) if change.before_first_seen else None,
+        "parts": None
+        if parts is None
+        else {
+            "format": parts.grammar,
+            "summary": parts.summary,
+            "changes": [
+                {
+                    "part": c.part,
+                    "label": c.label,
+                    "before": list(c.before),
+                    "now": list(c.now),
+                    "opaque": c.opaque,
+                }
+                for c in parts.changes
+            ],
+        },
     }
 
 
@@ -476,6 +520,21 @@ def stats_table(stats: Sequence[TargetStats]) -> Table:
     return table
 
 
+def groups_table(stats: TargetStats) -> Table:
+    """The served fingerprints that decode, one row per set of parts (hashes aside)."""
+    title = f"{clean(stats.target)}: served now, by the parts of the fingerprints"
+    table = _table("format", "parts", "fingerprints", "share", title=title)
+    for group in stats.served_groups:
+        parts = ", ".join(f"{label} {shorten(clean(value), 40)}" for label, value in group.parts)
+        table.add_row(
+            Text(group.grammar),
+            Text(parts or "-"),
+            Text(f"{len(group.values)}: {show_values(group.values)}"),
+            Text(f"{group.share:.0%}"),
+        )
+    return table
+
+
 def timeline_title(stats: TargetStats) -> str:
     timeline = stats.timeline
     cells = len(timeline.rows[0].cells) if timeline.rows else 1
@@ -504,6 +563,17 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
     console.print(stats_table(stats))
     for target in stats:
         console.print()
+        if target.no_signal:
+            console.print(
+                Text(
+                    f"{clean(target.target)}: this server sends no usable fingerprint: "
+                    f"{target.no_signal}; {NO_SIGNAL_ADVICE}",
+                    style="yellow",
+                )
+            )
+        if target.served_groups:
+            console.print(groups_table(target))
+            console.print()
         console.print(Text(timeline_title(target)))
         console.print(timeline_table(target))
         if target.trust is not None and target.trust.samples:
@@ -589,6 +659,15 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                     "checks": s.served_checks,
                     "fingerprints": _share_json(s.served_fingerprints),
                     "models": _share_json(s.served_models),
+                    "groups": [
+                        {
+                            "format": g.grammar,
+                            "parts": dict(g.parts),
+                            "fingerprints": list(g.values),
+                            "share": round(g.share, 4),
+                        }
+                        for g in s.served_groups
+                    ],
                 },
                 "new_events": s.new_events,
                 "median_between_new_s": None
@@ -604,6 +683,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 },
                 "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
                 "learning": None if s.trust is None else _trust_json(s.trust),
+                "no_signal": s.no_signal,
             }
             for s in stats
         ],

@@ -598,6 +598,7 @@ class Recorder:
             expect=self._expect,
             entry=entry,
             checked_at=observation.observed_at,
+            grammars=self._config.grammars,
         )
 
     def _guarded(
