@@ -31,7 +31,7 @@ import typer.main
 from fp_monitor.cli.app import app
 from fp_monitor.config import settings as fpconfig
 from fp_monitor.config.formats import FORMAT_KEYS
-from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth, realities
 from fp_monitor.domain.errors import PRECEDENCE, ExitCode
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN
 
@@ -426,6 +426,17 @@ def config_page() -> str:
         "| preset | base URL | auth | token-limit parameter | model with no config file |",
         "|---|---|---|---|---|",
     ]
+    facts = [
+        "",
+        "And what each provider's API does where fpmon looks, by its own documentation and SDKs "
+        "(`undocumented` where they say nothing): whether it sends a `system_fingerprint` that "
+        "can tell backends apart, which chunks of a stream carry it (fpmon reads every shape: "
+        "[Streams](../explanation/fingerprints.md#streams)), and what it does with `logprobs` "
+        "and `top_logprobs`. `fpmon init` and `fpmon targets` say the same.",
+        "",
+        "| preset | system_fingerprint | in a stream, on | logprobs | note |",
+        "|---|---|---|---|---|",
+    ]
     for preset in PRESETS.values():
         if preset.name == "azure":
             base = (
@@ -440,7 +451,13 @@ def config_page() -> str:
         lines.append(
             f"| `{preset.name}` | {base} | {_auth(preset)} | `{preset.token_param}` | {model} |"
         )
-    return "\n".join(lines) + "\n"
+        known = realities(preset.name)
+        signal = "" if known.signal else " (no signal)"
+        facts.append(
+            f"| `{preset.name}` | {known.fingerprint}{signal} | {known.stream} | "
+            f"{known.logprobs} | {_cell(known.note) or '-'} |"
+        )
+    return "\n".join(lines + facts) + "\n"
 
 
 # --- exit codes -----------------------------------------------------------------------------------

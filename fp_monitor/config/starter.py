@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fp_monitor.config.providers import PRESETS
+from fp_monitor.config.providers import PRESETS, realities
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.fileio import write_atomic
 
@@ -29,7 +29,9 @@ def write_starter_config(path: Path, *, force: bool) -> list[str]:
         for p in PRESETS.values()
         if p.key_env and p.default_model and os.environ.get(p.key_env)
     ]
+    # Each target says what its provider's fingerprint is worth, where the reader decides.
     blocks = [
+        f"\n# {realities(name).summary()}"
         f'\n[targets.{name}]\nprovider = "{name}"\nmodel = "{PRESETS[name].default_model}"\n'
         f'api_key_env = "{PRESETS[name].key_env}"\n'
         for name in found or ["openai"]

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fp_monitor.config.providers import Realities, realities
 from fp_monitor.config.settings import Config, key_status
 from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
@@ -247,10 +248,19 @@ def change_json(change: Change) -> dict[str, Any]:
 def targets_table(config: Config) -> Table:
     title = f"targets from {config.source or 'provider keys in the environment'}"
     table = _table(
-        "target", "provider", "model", "endpoint", "key variable", "key", "samples", title=title
+        "target",
+        "provider",
+        "model",
+        "endpoint",
+        "key variable",
+        "key",
+        "samples",
+        "fingerprint",
+        title=title,
     )
     for target in config.targets:
         key = key_status(target)
+        facts = realities(target.provider)
         table.add_row(
             Text(target.name + ("" if target.enabled else " (disabled)")),
             Text(target.provider),
@@ -259,8 +269,18 @@ def targets_table(config: Config) -> Table:
             Text(target.api_key_env or "-"),
             Text(key, style="bold red" if key == "MISSING" else ""),
             Text(str(target.samples)),
+            Text(facts.fingerprint + ("" if facts.signal else " (no signal)")),
         )
     return table
+
+
+def targets_notes(config: Config) -> list[str]:
+    """A line for each target whose provider sends no usable fingerprint."""
+    return [
+        f"{clean(t.name)}: {t.provider} {realities(t.provider).summary()}"
+        for t in config.targets
+        if not realities(t.provider).signal
+    ]
 
 
 def targets_json(config: Config) -> dict[str, Any]:
@@ -281,9 +301,20 @@ def targets_json(config: Config) -> dict[str, Any]:
                 "timeout": t.timeout,
                 "retries": t.retries,
                 "enabled": t.enabled,
+                "provider_facts": _facts_json(realities(t.provider)),
             }
             for t in config.targets
         ],
+    }
+
+
+def _facts_json(facts: Realities) -> dict[str, Any]:
+    return {
+        "fingerprint": facts.fingerprint.value,
+        "signal": facts.signal,
+        "stream": facts.stream.value,
+        "logprobs": facts.logprobs.value,
+        "note": facts.note,
     }
 
 
