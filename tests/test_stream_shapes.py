@@ -5,6 +5,7 @@ the one rule of `domain.streams` that records each of them right, through the re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -13,8 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fp_monitor.domain.models import ABSENT, NULL, Usage
-from fp_monitor.domain.streams import MAX_DISAGREEING, StreamFields
-from fp_monitor.traffic.recording import ResponseTap
+from fp_monitor.domain.streams import (
+    DISAGREEMENT_TAG,
+    MAX_DISAGREEING,
+    StreamFields,
+    disagreeing,
+)
+from fp_monitor.traffic.recording import Exchange, Recorder, RequestInfo, ResponseTap
 
 SSE = httpx2.Headers({"content-type": "text/event-stream"})
 USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
@@ -265,3 +271,29 @@ def test_stream_fields_alone() -> None:
     stream.take({**base, "fingerprint": "fp_a", "resolved_model": "m"})
     assert stream.complete and stream.is_known(NULL) and stream.is_known("fp_a")
     assert not stream.is_known("fp_b")
+
+
+# --- the record of a disagreement ------------------------------------------------------------
+
+
+def test_the_noted_values_are_redacted_and_cut_like_every_server_string(isolated: Path) -> None:
+    key = "0123456789abcdef0123456789abcdef"
+    info = RequestInfo.of(
+        "http://127.0.0.1:9/v1/chat/completions", b"{}", {}, [("authorization", f"Bearer {key}")]
+    )
+    exchange = Exchange(Recorder("app", history=isolated / "h.db"), info, 200, SSE)
+    exchange.feed(sse(chunk("fp_a"), chunk(f"fp_{key}"), chunk("fp_" + "x" * 500)))
+    observation = exchange.conclude()
+    assert observation is not None and observation.fingerprint == "fp_a"
+    noted = observation.tags[DISAGREEMENT_TAG]
+    assert key not in noted
+    values = json.loads(noted)
+    assert values[0] == "fp_***" and len(values[1]) <= 64
+    assert disagreeing(observation.tags) == tuple(values)
+
+
+@pytest.mark.parametrize("tag", ["not json", '{"a": 1}', "[1, null]", '["fp_b", 2]', "[" * 10_000])
+def test_a_tag_from_elsewhere_is_data(tag: str) -> None:
+    """An imported record may carry anything under the tag's name."""
+    shown = disagreeing({DISAGREEMENT_TAG: tag})
+    assert shown == (("fp_b",) if tag == '["fp_b", 2]' else ())

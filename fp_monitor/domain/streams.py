@@ -137,7 +137,7 @@ def disagreeing(tags: Mapping[str, str]) -> tuple[str, ...]:
     not what fpmon writes: a record imported from elsewhere is data too)."""
     try:
         values = json.loads(tags.get(DISAGREEMENT_TAG, "[]"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return ()
     if not isinstance(values, list):
         return ()

@@ -95,6 +95,7 @@ _USAGE_OR_ERROR = re.compile(rb'"usage"\s*:\s*\{|"error"\s*:')
 # A fingerprint key and its JSON value (a string or a literal) in a chunk's bytes. A key cannot
 # be forged from inside a string (its quotes would be escaped); a match in a nested object is
 # only a reason to parse the chunk.
+_FINGERPRINT_KEY = b'"system_fingerprint"'
 _FINGERPRINT_VALUE = re.compile(rb'"system_fingerprint"\s*:\s*("(?:[^"\\]|\\.)*"|[a-z]+)')
 _KNOWN_RAW_LIMIT = 8
 _CHUNK_KEYS = frozenset({"id", "object", "model", "system_fingerprint", "usage"})
@@ -342,7 +343,12 @@ class ResponseTap:
         stream = self._stream
         if not stream.chunks or stream.needs_model_or_id or _USAGE_OR_ERROR.search(data):
             return True
-        for match in _FINGERPRINT_VALUE.finditer(data):
+        start = data.find(_FINGERPRINT_KEY)  # a plain search first: most chunks have one key
+        while start != -1:
+            match = _FINGERPRINT_VALUE.match(data, start)
+            if match is None:
+                return True
+            start = data.find(_FINGERPRINT_KEY, match.end())
             raw = match[1]
             if raw in self._known_raw:
                 continue
