@@ -156,7 +156,8 @@ def test_an_azure_filter_chunk_alone_is_decided_at_done_with_its_states() -> Non
         ([None, None, None], NULL),  # vLLM's none mode
         ([ABSENT, ABSENT], ABSENT),
         ([ABSENT, None, ABSENT], NULL),  # null if any chunk had null
-        ([None, "", None], ""),
+        ([None, "", None], NULL),  # null if any chunk had null
+        (["", ABSENT, ""], ""),
         (["", "fp_a", ""], "fp_a"),
     ],
 )
@@ -233,7 +234,7 @@ def expected(values: list[Any]) -> Any:
     real = [v for v in values if v not in ("", None, ABSENT)]
     if real:
         return real[0]
-    for state in ("", None):
+    for state in (None, ""):
         if state in values:
             return NULL if state is None else state
     return ABSENT

@@ -11,9 +11,10 @@ Providers put `system_fingerprint` on different chunks of a stream:
 
 One rule serves them all: the stream's value is the first real value any chunk carries, so a
 chunk that carries none (null, empty, missing, or a chunk without choices) never hides or
-overwrites it. Only when no chunk carries a value does the state come from the chunks: the
-strongest one seen, `""` before `null` before a key that no chunk had. Two different values in
-one stream are a disagreement: the first is kept and the others are noted on the record.
+overwrites it. Only when no chunk carries a value does the state come from the chunks: `null`
+if any chunk had `null`, else `""` if any had an empty string, else absent (no chunk had the
+key). Two different values in one stream are a disagreement: the first is kept and the others
+are noted on the record.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MAX_DISAGREEING = 3
 """Distinct later values kept for the tag: enough to see what happened, bounded whatever the
 stream."""
 # Where a token stands when no chunk carried a real value: the strongest state seen wins.
-_STATE_RANK = {ABSENT: 0, NULL: 1, "": 2}
+_STATE_RANK = {ABSENT: 0, "": 1, NULL: 2}
 
 
 def _is_value(token: str) -> bool:
