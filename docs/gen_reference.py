@@ -30,7 +30,8 @@ import typer.main
 
 from fp_monitor.cli.app import app
 from fp_monitor.config import settings as fpconfig
-from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth
+from fp_monitor.config.formats import FORMAT_KEYS
+from fp_monitor.config.providers import AZURE_DEFAULT_API_VERSION, PRESETS, Auth, realities
 from fp_monitor.domain.errors import PRECEDENCE, ExitCode
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN
 
@@ -175,6 +176,17 @@ TOP_MEANING = {
     "notify": "One `[notify.NAME]` table per notifier (see the notifier keys below).",
     "otlp": "`fpmon otlp`'s settings: `auto_targets = true` makes a target named HOST/MODEL of "
     "each unmatched host and model (as `--auto-targets` does).",
+    "fingerprint_formats": "One `[fingerprint_formats.NAME]` table per fingerprint format of "
+    "your own servers, tried before the built-in ones (see the format keys below).",
+}
+
+FORMAT_MEANING = {
+    "pattern": "A regular expression that matches a whole fingerprint; each named group "
+    "(`(?P<version>[0-9.]+)`) is a part. At most 1000 characters; values longer than 256 are "
+    "never decoded.",
+    "opaque": "Groups that are hashes or commits: a change says only that they changed.",
+    "labels": 'How a part reads in the diff, e.g. `{ version = "gateway" }` (default: the '
+    "group name, underscores read as spaces).",
 }
 
 TARGET_MEANING = {
@@ -336,6 +348,7 @@ def config_page() -> str:
     _check_documented("target keys", fpconfig.TARGET_KEYS, TARGET_MEANING)
     notify_keys = dict.fromkeys(k for keys in fpconfig.NOTIFY_KEYS.values() for k in keys)
     _check_documented("notifier keys", notify_keys, NOTIFY_MEANING)
+    _check_documented("fingerprint format keys", FORMAT_KEYS, FORMAT_MEANING)
     defaults = _target_defaults()
     ranges = _target_ranges()
     events = ", ".join(f"`{e.value}`" for e in fpconfig.Event)
@@ -393,6 +406,22 @@ def config_page() -> str:
         lines.append(f"| `{key}` | {shown} | {default} | {NOTIFY_MEANING[key]} |")
     lines += [
         "",
+        "## Fingerprint format keys",
+        "",
+        "In `[fingerprint_formats.NAME]`: how your own servers' fingerprints decode into parts, "
+        "so that a change says which parts moved ([What fingerprints "
+        "mean](../explanation/fingerprints.md#formats)). NAME is the format's name in the output.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
+    format_defaults = {"pattern": "required", "opaque": "[]", "labels": "{}"}
+    lines += [
+        f"| `{key}` | {_code(format_defaults[key])} | {FORMAT_MEANING[key]} |"
+        for key in FORMAT_KEYS
+    ]
+    lines += [
+        "",
         "## Presets",
         "",
         "A preset is data: the base URL, how the key is sent, the variable it is read from, the "
@@ -400,6 +429,17 @@ def config_page() -> str:
         "alone.",
         "",
         "| preset | base URL | auth | token-limit parameter | model with no config file |",
+        "|---|---|---|---|---|",
+    ]
+    facts = [
+        "",
+        "And what each provider's API does where fpmon looks, by its own documentation and SDKs "
+        "(`undocumented` where they say nothing): whether it sends a `system_fingerprint` that "
+        "can tell backends apart, which chunks of a stream carry it (fpmon reads every shape: "
+        "[Streams](../explanation/fingerprints.md#streams)), and what it does with `logprobs` "
+        "and `top_logprobs`. `fpmon init` and `fpmon targets` say the same.",
+        "",
+        "| preset | system_fingerprint | in a stream, on | logprobs | note |",
         "|---|---|---|---|---|",
     ]
     for preset in PRESETS.values():
@@ -416,7 +456,13 @@ def config_page() -> str:
         lines.append(
             f"| `{preset.name}` | {base} | {_auth(preset)} | `{preset.token_param}` | {model} |"
         )
-    return "\n".join(lines) + "\n"
+        known = realities(preset.name)
+        signal = "" if known.signal else " (no signal)"
+        facts.append(
+            f"| `{preset.name}` | {known.fingerprint}{signal} | {known.stream} | "
+            f"{known.logprobs} | {_cell(known.note) or '-'} |"
+        )
+    return "\n".join(lines + facts) + "\n"
 
 
 # --- exit codes -----------------------------------------------------------------------------------

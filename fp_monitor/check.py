@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from fp_monitor.config.settings import Config, Target
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ConfigError, ExitCode, most_severe
+from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar, with_parts
 from fp_monitor.domain.learning import (
     LearningSettings,
     LearningState,
@@ -53,6 +54,8 @@ class Plan:
 
     targets: tuple[Target, ...]
     lock: Mapping[str, LockEntry]
+    grammars: Sequence[Grammar] = BUILTIN_GRAMMARS
+    """The fingerprint formats that decode a change into its parts."""
 
 
 def plan_check(config: Config, names: Sequence[str]) -> Plan:
@@ -61,7 +64,7 @@ def plan_check(config: Config, names: Sequence[str]) -> Plan:
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
-    return Plan(tuple(targets), read_lock(config.baseline))
+    return Plan(tuple(targets), read_lock(config.baseline), config.grammars)
 
 
 def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
@@ -91,11 +94,15 @@ def run_plan(plan: Plan, options: CheckOptions, history: History | None) -> Chec
         # Detection reads the facts inside the transaction that records its result, so
         # two processes checking one target at once see each other's values.
         with history.write():
-            results = _detect_all(history, lock, targets, observations, options, checked_at)
+            results = _detect_all(
+                history, lock, targets, observations, options, checked_at, plan.grammars
+            )
             for result, target_observations in zip(results, observations, strict=True):
                 history.append_check(check_id, checked_at, result, target_observations)
     else:
-        results = _detect_all(history, lock, targets, observations, options, checked_at)
+        results = _detect_all(
+            history, lock, targets, observations, options, checked_at, plan.grammars
+        )
     return CheckResult(
         check_id=check_id,
         checked_at=checked_at,
@@ -132,6 +139,7 @@ def _detect_all(
     observations: Sequence[Sequence[Observation]],
     options: CheckOptions,
     checked_at: datetime,
+    grammars: Sequence[Grammar],
 ) -> list[TargetResult]:
     return [
         detect_target(
@@ -145,6 +153,7 @@ def _detect_all(
             locked=options.locked,
             fail_on=options.fail_on,
             remind=target.remind,
+            grammars=grammars,
         )
         for target, target_observations in zip(targets, observations, strict=True)
     ]
@@ -162,9 +171,11 @@ def detect_target(
     locked: bool = False,
     fail_on: FailOn = FailOn.NEW,
     remind: float | None = None,
+    grammars: Sequence[Grammar] = BUILTIN_GRAMMARS,
 ) -> TargetResult:
     """Detection for one target's check, learning included: what a probe's check and each
-    recorded response of the application's traffic both go through."""
+    recorded response of the application's traffic both go through. A fingerprint change
+    between values that `grammars` decode is explained by their parts."""
     # Statuses follow the learning state before this check; the result reports the state
     # after it, this check's samples included.
     before = _learning(settings, facts, entry, checked_at)
@@ -183,11 +194,12 @@ def detect_target(
     )
     after = _learning(settings, facts, entry, checked_at, before, observations)
     learns = settings.enabled and entry is None
-    return replace(
+    learned = replace(
         result,
         learning=after.learning if learns else None,
         unseen_estimate=after.unseen_estimate,
     )
+    return with_parts(learned, grammars)
 
 
 def _learning(

@@ -3,13 +3,14 @@ the time range needs through the indexes, and hand it to the pure computations."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from fp_monitor.config.settings import did_you_mean
 from fp_monitor.domain.errors import ConfigError, HistoryError
+from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import trust
 from fp_monitor.domain.models import ALL_SOURCES, Recorded, Source, Window
 from fp_monitor.domain.stats import TargetStats, target_stats
@@ -39,8 +40,10 @@ def read_stats(
     since: datetime,
     now: datetime,
     sources: frozenset[Source] = ALL_SOURCES,
+    grammars: Sequence[Grammar] = BUILTIN_GRAMMARS,
 ) -> list[TargetStats]:
-    """The figures of each target checked since `since` (of `target` only, when named)."""
+    """The figures of each target checked since `since` (of `target` only, when named); served
+    fingerprints that `grammars` decode are grouped by their parts."""
     window = Window(since=since, sources=sources)
     found = []
     with open_history(path) as history:
@@ -57,6 +60,7 @@ def read_stats(
                         start=checks[0].checked_at,
                         end=now,
                         trust=trust(facts.fingerprint_counts, facts.latest_learning),
+                        grammars=grammars,
                     )
                 )
     return found

@@ -78,7 +78,7 @@ def stats(
 
     loaded = load_config(config, history=history, require_targets=False)
     now = datetime.now(UTC)
-    found = read_stats(loaded.history, target, since, now, source.sources)
+    found = read_stats(loaded.history, target, since, now, source.sources, loaded.grammars)
     if as_json:
         print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
     else:

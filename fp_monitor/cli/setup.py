@@ -11,6 +11,7 @@ import typer
 from fp_monitor.cli.app import app
 from fp_monitor.cli.options import (
     ConfigOption,
+    stderr_line,
 )
 from fp_monitor.domain.errors import ExitCode
 
@@ -25,13 +26,15 @@ def targets(
 ) -> int:
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import make_console, targets_json, targets_table
+    from fp_monitor.output.render import make_console, targets_json, targets_notes, targets_table
 
     loaded = load_config(config)
     if as_json:
         print(json.dumps(targets_json(loaded), indent=2))
     else:
         make_console().print(targets_table(loaded))
+        for note in targets_notes(loaded):  # beside the table, not in it: stdout stays a table
+            stderr_line(f"note: {note}")
     return ExitCode.OK
 
 
@@ -43,11 +46,14 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> int:
     """Write a starter fpmon.toml with a target for each provider key found in the environment."""
+    from fp_monitor.config.providers import realities
     from fp_monitor.config.starter import write_starter_config
 
     found = write_starter_config(config, force=force)
     names = ", ".join(found) if found else "none (an openai target to fill in)"
     print(f"wrote {config}; targets from provider keys in the environment: {names}")
+    for name in found:
+        print(f"  {name}: {realities(name).summary()}")
     print("next: `fpmon targets` to review them, then `fpmon check`")
     return ExitCode.OK
 

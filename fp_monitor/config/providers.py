@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE
+
 
 class Auth(StrEnum):
     BEARER = "bearer"
@@ -159,3 +161,112 @@ def presets_with_keys() -> list[Preset]:
     return [
         p for p in PRESETS.values() if p.key_env and p.default_model and os.environ.get(p.key_env)
     ]
+
+
+# --- what each provider's API does with fingerprints, streams and logprobs -------------------
+
+
+class FingerprintSupport(StrEnum):
+    SENT = "sent"
+    """A value that changes with the backend."""
+    CONSTANT = "constant"
+    """The same value whatever serves: no signal."""
+    NOT_SENT = "not sent"
+    """No system_fingerprint (absent, null or empty), by the provider's own docs and SDKs."""
+    DEPENDS = "depends"
+    """Passed through from whichever provider the request is routed to."""
+    UNDOCUMENTED = "undocumented"
+
+
+class StreamShape(StrEnum):
+    """Which chunks of a streamed answer carry the fingerprint (see domain/streams.py, which
+    records every shape alike)."""
+
+    EVERY_CHUNK = "every chunk"
+    AFTER_FILTER = "every chunk after a prompt-filter chunk"
+    TERMINAL = "the last chunk only"
+    FIRST_CHUNK = "the first chunk only"
+    NONE = "none"
+    UNDOCUMENTED = "undocumented"
+
+
+class Logprobs(StrEnum):
+    """What the API does with `logprobs` / `top_logprobs` (for the canary's `auto` mode)."""
+
+    SUPPORTED = "supported"
+    REFUSED = "refused"
+    """Answered with a 400."""
+    IGNORED = "ignored"
+    """Accepted, and no logprobs come back."""
+    UNDOCUMENTED = "undocumented"
+    """Try them; a refusal is an answer."""
+
+
+@dataclass(frozen=True)
+class Realities:
+    """How a provider's API behaves where fpmon looks: its fingerprint, the chunks of a stream
+    that carry it, and its logprobs. Data from each provider's own documentation and SDKs (and
+    the servers' source for vLLM, llama.cpp, SGLang and Ollama); `undocumented` where they say
+    nothing."""
+
+    fingerprint: FingerprintSupport
+    stream: StreamShape
+    logprobs: Logprobs
+    note: str = ""
+    """What the fingerprint looks like, or why there is none."""
+
+    @property
+    def signal(self) -> bool:
+        """Whether the fingerprint can tell one backend from another at all."""
+        return self.fingerprint not in (FingerprintSupport.CONSTANT, FingerprintSupport.NOT_SENT)
+
+    def summary(self) -> str:
+        """One line for `fpmon init`: what the fingerprint is worth, and the logprobs."""
+        fingerprint = {
+            FingerprintSupport.SENT: f"sends system_fingerprint (streams it on {self.stream})",
+            FingerprintSupport.CONSTANT: "sends a constant system_fingerprint",
+            FingerprintSupport.NOT_SENT: "sends no system_fingerprint",
+            FingerprintSupport.DEPENDS: "passes the routed provider's system_fingerprint on",
+            FingerprintSupport.UNDOCUMENTED: "its system_fingerprint is undocumented",
+        }[self.fingerprint]
+        parts = [fingerprint, self.note, f"logprobs {self.logprobs}"]
+        if not self.signal:
+            parts.append(f"no usable fingerprint: {NO_SIGNAL_ADVICE}")
+        return "; ".join(part for part in parts if part)
+
+
+_F, _S, _L = FingerprintSupport, StreamShape, Logprobs
+REALITIES: dict[str, Realities] = {
+    "openai": Realities(_F.SENT, _S.EVERY_CHUNK, _L.SUPPORTED, "fp_ and 10 hex digits, opaque"),
+    "azure": Realities(_F.SENT, _S.AFTER_FILTER, _L.SUPPORTED, "as OpenAI's"),
+    "xai": Realities(_F.SENT, _S.EVERY_CHUNK, _L.UNDOCUMENTED, "fp_ and 10 hex digits, opaque"),
+    "groq": Realities(_F.SENT, _S.EVERY_CHUNK, _L.REFUSED, "fp_ and 10 hex digits, opaque"),
+    "deepseek": Realities(
+        _F.SENT, _S.EVERY_CHUNK, _L.SUPPORTED, "decoded: a hash, the deployment, its features"
+    ),
+    "openrouter": Realities(_F.DEPENDS, _S.UNDOCUMENTED, _L.UNDOCUMENTED),
+    "together": Realities(_F.NOT_SENT, _S.NONE, _L.UNDOCUMENTED),
+    "fireworks": Realities(_F.UNDOCUMENTED, _S.UNDOCUMENTED, _L.SUPPORTED),
+    "mistral": Realities(_F.NOT_SENT, _S.NONE, _L.UNDOCUMENTED),
+    "perplexity": Realities(_F.UNDOCUMENTED, _S.UNDOCUMENTED, _L.UNDOCUMENTED),
+    "gemini": Realities(_F.NOT_SENT, _S.NONE, _L.UNDOCUMENTED),
+    "anthropic": Realities(_F.NOT_SENT, _S.NONE, _L.IGNORED),
+    "ollama": Realities(_F.CONSTANT, _S.EVERY_CHUNK, _L.SUPPORTED, "always fp_ollama"),
+    "vllm": Realities(
+        _F.SENT,
+        _S.TERMINAL,
+        _L.SUPPORTED,
+        "decoded: version, parallelism, config hash; null in its none mode",
+    ),
+    "lmstudio": Realities(_F.UNDOCUMENTED, _S.UNDOCUMENTED, _L.UNDOCUMENTED),
+    "llamacpp": Realities(
+        _F.SENT, _S.EVERY_CHUNK, _L.SUPPORTED, "decoded: build number and commit"
+    ),
+    "custom": Realities(_F.UNDOCUMENTED, _S.UNDOCUMENTED, _L.UNDOCUMENTED),
+}
+"""Per preset (every preset has an entry)."""
+
+
+def realities(provider: str) -> Realities:
+    """The preset's realities; a provider fpmon has no preset for is undocumented."""
+    return REALITIES.get(provider, REALITIES["custom"])

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import platformdirs
 
+from fp_monitor.config.formats import grammars
 from fp_monitor.config.providers import (
     AZURE_DEFAULT_API_VERSION,
     PRESETS,
@@ -23,6 +24,7 @@ from fp_monitor.config.providers import (
     presets_with_keys,
 )
 from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
 from fp_monitor.domain.models import Event
 from fp_monitor.net.redact import register
@@ -92,7 +94,16 @@ TARGET_KEYS = (
     "error_after",
     "remind",
 )
-TOP_KEYS = ("history", "baseline", "retention", "defaults", "targets", "notify", "otlp")
+TOP_KEYS = (
+    "history",
+    "baseline",
+    "retention",
+    "defaults",
+    "targets",
+    "notify",
+    "otlp",
+    "fingerprint_formats",
+)
 OTLP_KEYS = ("auto_targets",)
 _NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
 NOTIFY_KEYS = {
@@ -244,6 +255,8 @@ class Config:
     notifiers: tuple[Notifier, ...] = ()
     otlp_auto_targets: bool = False
     """[otlp] auto_targets: `fpmon otlp` makes a target of each unmatched host and model."""
+    grammars: tuple[Grammar, ...] = BUILTIN_GRAMMARS
+    """The fingerprint grammars: the file's [fingerprint_formats.*] first, then the built-in."""
 
     def select(self, names: list[str]) -> tuple[Target, ...]:
         """The named targets (all enabled ones when none are named); unknown names are errors."""
@@ -334,6 +347,7 @@ def load_config(
         retention=_retention(data, where),
         notifiers=notifiers,
         otlp_auto_targets=_otlp_auto_targets(data, where),
+        grammars=grammars(data, where),
     )
 
 

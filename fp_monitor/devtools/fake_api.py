@@ -46,6 +46,7 @@ The file read by ``load_config`` (TOML)::
     headers = { server = "fake/1" }
     reasoning = false                # true: reject max_tokens and a non-default temperature
     rollouts = [{ fingerprint = "fp_cccccccccc", share = 0.2, after_requests = 100 }]
+    stream_shape = "every-chunk"     # or "azure", "terminal", "first-chunk" (see STREAM_SHAPES)
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ ABSENT = "<absent>"
 _NULL = "<null>"
 
 _MODES = ("round-robin", "random")
+STREAM_SHAPES = {
+    "every-chunk": "the fingerprint on every chunk (OpenAI)",
+    "azure": "a prompt-filter chunk first (empty id and model, no choices, a null fingerprint), "
+    "then the fingerprint on every chunk (Azure OpenAI)",
+    "terminal": "the fingerprint only on the last chunk: the usage chunk with include_usage, "
+    "else the one with finish_reason; null on the others (vLLM)",
+    "first-chunk": "the fingerprint only on the first chunk, null afterwards (SGLang's gateway)",
+}
+"""Where a streamed answer carries the fingerprint (`ModelBehaviour.stream_shape`)."""
 _FAULT_KINDS = (
     "status",
     "html",
@@ -137,10 +147,17 @@ class ModelBehaviour:
     headers: dict[str, str] = field(default_factory=dict)
     reasoning: bool = False
     rollouts: list[Rollout] = field(default_factory=list)
+    stream_shape: str = "every-chunk"
+    """Which chunks of a streamed answer carry the fingerprint (see STREAM_SHAPES)."""
 
     def __post_init__(self) -> None:
         if not self.fingerprints:
             raise ValueError("fingerprints: must not be empty")
+        if self.stream_shape not in STREAM_SHAPES:
+            raise ValueError(
+                f"stream_shape: expected one of {', '.join(STREAM_SHAPES)}, got "
+                f"{self.stream_shape!r}"
+            )
         if self.mode not in _MODES:
             raise ValueError(f"mode: expected 'round-robin' or 'random', got {self.mode!r}")
         if self.weights is not None and (
@@ -499,7 +516,12 @@ def _usage(messages: list[Any], reasoning: bool) -> dict[str, Any]:
 
 
 def _completion(
-    request: dict[str, Any], model: str, fingerprint: str | None, content: str, reasoning: bool
+    request: dict[str, Any],
+    model: str,
+    fingerprint: str | None,
+    content: str,
+    reasoning: bool,
+    stream_shape: str = "every-chunk",
 ) -> _Reply:
     """A successful answer in OpenAI's shape: one ChatCompletion, or a stream of chunks."""
     completion_id = "chatcmpl-" + _random_id(29)
@@ -539,10 +561,42 @@ def _completion(
     ]
     if with_usage:
         chunks.append({**head("chat.completion.chunk"), **tail, "choices": [], "usage": usage})
+    chunks = _shaped(chunks, stream_shape)
     events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
     return _Reply(
         200, events + b"data: [DONE]\n\n", {"content-type": "text/event-stream; charset=utf-8"}
     )
+
+
+def _shaped(chunks: list[dict[str, Any]], shape: str) -> list[dict[str, Any]]:
+    """The chunks of a stream that carries its fingerprint the way `shape` says (STREAM_SHAPES);
+    a fingerprint left out of the answer stays out of every chunk."""
+    if shape == "azure":
+        prompt_filter = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "system_fingerprint": None,
+            "prompt_filter_results": [
+                {
+                    "prompt_index": 0,
+                    "content_filter_results": {
+                        kind: {"filtered": False, "severity": "safe"}
+                        for kind in ("hate", "self_harm", "sexual", "violence")
+                    },
+                }
+            ],
+        }
+        return [prompt_filter, *chunks]
+    carrier = {"terminal": len(chunks) - 1, "first-chunk": 0}.get(shape)
+    if carrier is None:
+        return chunks
+    return [
+        {**c, "system_fingerprint": None} if n != carrier and "system_fingerprint" in c else c
+        for n, c in enumerate(chunks)
+    ]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -835,7 +889,9 @@ class FakeAPI:
         # a reasoning model spends a one-token budget on reasoning and answers ""
         content = "Hi " * 3_500_000 if huge else "" if behaviour.reasoning else "Hi"
         resolved = behaviour.resolved_model or request.model
-        reply = _completion(body, resolved, fingerprint, content, behaviour.reasoning)
+        reply = _completion(
+            body, resolved, fingerprint, content, behaviour.reasoning, behaviour.stream_shape
+        )
         reply.headers.update(behaviour.headers)
         if body.get("stream") is True:
             reply.event_delay = behaviour.stream_delay

@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fp_monitor.domain.fingerprints import PartsDiff
 
 # A fingerprint (or resolved model) is kept as a token: the string itself, or one of these for
 # the states a string cannot express. Missing, null and "" are distinct on purpose: providers
@@ -160,6 +164,8 @@ class Change:
     before: tuple[str, ...]
     now: tuple[str, ...]
     before_first_seen: datetime | None
+    parts: PartsDiff | None = None
+    """A fingerprint change between decodable values: which of their parts changed."""
 
 
 @dataclass(frozen=True)

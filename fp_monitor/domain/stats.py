@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from fp_monitor.domain.fingerprints import (
+    BUILTIN_GRAMMARS,
+    Grammar,
+    PartsGroup,
+    group_by_parts,
+    no_signal,
+)
 from fp_monitor.domain.learning import Trust
 from fp_monitor.domain.models import CheckRecord, Sample, Status
 
@@ -84,6 +91,10 @@ class TargetStats:
     timeline: Timeline
     trust: Trust | None = None
     """Learning and the trust in the known set, over the target's whole history."""
+    served_groups: tuple[PartsGroup, ...] = ()
+    """The served fingerprints that decode, grouped by their parts (see `fingerprints`)."""
+    no_signal: str | None = None
+    """Why the fingerprints served now carry no signal, when they carry none."""
 
 
 def target_stats(
@@ -95,6 +106,7 @@ def target_stats(
     end: datetime,
     cells: int = TIMELINE_CELLS,
     trust: Trust | None = None,
+    grammars: Sequence[Grammar] = BUILTIN_GRAMMARS,
 ) -> TargetStats:
     """The figures of `target` from its checks (oldest first) and samples in [start, end]."""
     succeeded = [c for c in checks if c.succeeded]
@@ -106,6 +118,7 @@ def target_stats(
         s.latency_ms for s in samples if s.error_kind is None and s.latency_ms is not None
     )
     changed = sum(1 for c in succeeded if c.status == Status.CHANGED.value)
+    served_fingerprints = _shares(s.fingerprint for s in served)
     return TargetStats(
         target=target,
         start=start,
@@ -116,7 +129,7 @@ def target_stats(
         fingerprints=_in_order_of_appearance(c.fingerprints or () for c in succeeded),
         models=_in_order_of_appearance(c.models or () for c in succeeded),
         served_checks=len(latest),
-        served_fingerprints=_shares(s.fingerprint for s in served),
+        served_fingerprints=served_fingerprints,
         served_models=_shares(s.model for s in served),
         new_events=len(news),
         median_between_new=_median_gap(news),
@@ -129,6 +142,8 @@ def target_stats(
         latency_p95_ms=percentile(latencies, 95),
         timeline=timeline(succeeded, start, end, cells),
         trust=trust,
+        served_groups=group_by_parts(((s.value, s.share) for s in served_fingerprints), grammars),
+        no_signal=no_signal(s.value for s in served_fingerprints),
     )
 
 

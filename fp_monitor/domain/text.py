@@ -42,7 +42,9 @@ def describe(target: TargetResult) -> str:
         shown = sorted({f"{e.kind.value}: {clean(e.message)}" for e in target.errors})
         return "; ".join(shown)
     moves = [
-        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}" for c in target.changes
+        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}"
+        + (f" ({c.parts.summary})" if c.parts else "")
+        for c in target.changes
     ] or [f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"]
     text = "; ".join(moves)
     if target.unexpected and target.status is Status.NEW:

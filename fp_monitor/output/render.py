@@ -20,14 +20,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fp_monitor.config.providers import Realities, realities
 from fp_monitor.config.settings import Config, key_status
+from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
+    Change,
     CheckResult,
+    Observation,
     Recorded,
     Status,
     TargetResult,
     fingerprint_columns,
 )
+from fp_monitor.domain.streams import disagreeing
 from fp_monitor.domain.text import (
     clean,
     iso,
@@ -113,14 +118,19 @@ def diff_table(result: CheckResult) -> Table | None:
     changes = [c for t in result.targets for c in t.changes]
     if not changes:
         return None
-    table = _table("target", "field", "before", "now", "before first seen", title="changes")
+    # The parts column only when a change decodes: opaque values read as they always did.
+    explained = any(c.parts is not None for c in changes)
+    parts = ("what changed",) if explained else ()
+    table = _table("target", "field", "before", "now", "before first seen", *parts, title="changes")
     for change in changes:
+        summary = (Text(change.parts.summary if change.parts else ""),) if explained else ()
         table.add_row(
             Text(clean(change.target)),
             Text(change.field),
             Text(show_values(change.before)),
             Text(show_values(change.now)),
             Text(show_when(change.before_first_seen)),
+            *summary,
         )
     return table
 
@@ -139,6 +149,14 @@ def render_check(console: Console, result: CheckResult) -> None:
                     f"{clean(target.name)}: learning its served set (unseen share estimated at "
                     f"{estimate:.1%}); values not seen before are `learned`, not alarms",
                     style="dim",
+                )
+            )
+        if target.status is Status.FIRST and (reason := no_signal(target.fingerprints)):
+            console.print(
+                Text(
+                    f"{clean(target.name)}: this server sends no usable fingerprint: {reason}; "
+                    f"{NO_SIGNAL_ADVICE}",
+                    style="yellow",
                 )
             )
         if target.unexpected:
@@ -192,19 +210,57 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                     for e in t.errors
                 ],
                 "latency_ms": _ms(t.latency_ms),
+                "changes": [change_json(c) for c in t.changes],
+                "no_signal": no_signal(t.fingerprints),
             }
             for t in result.targets
         ],
     }
 
 
+def change_json(change: Change) -> dict[str, Any]:
+    """One diff row; `parts` says which parts of decodable fingerprints changed (else null)."""
+    parts = change.parts
+    return {
+        "field": change.field,
+        "before": json_values(change.before),
+        "now": json_values(change.now),
+        "before_first_seen": iso(change.before_first_seen) if change.before_first_seen else None,
+        "parts": None
+        if parts is None
+        else {
+            "format": parts.grammar,
+            "summary": parts.summary,
+            "changes": [
+                {
+                    "part": c.part,
+                    "label": c.label,
+                    "before": list(c.before),
+                    "now": list(c.now),
+                    "opaque": c.opaque,
+                }
+                for c in parts.changes
+            ],
+        },
+    }
+
+
 def targets_table(config: Config) -> Table:
     title = f"targets from {config.source or 'provider keys in the environment'}"
     table = _table(
-        "target", "provider", "model", "endpoint", "key variable", "key", "samples", title=title
+        "target",
+        "provider",
+        "model",
+        "endpoint",
+        "key variable",
+        "key",
+        "samples",
+        "fingerprint",
+        title=title,
     )
     for target in config.targets:
         key = key_status(target)
+        facts = realities(target.provider)
         table.add_row(
             Text(target.name + ("" if target.enabled else " (disabled)")),
             Text(target.provider),
@@ -213,8 +269,18 @@ def targets_table(config: Config) -> Table:
             Text(target.api_key_env or "-"),
             Text(key, style="bold red" if key == "MISSING" else ""),
             Text(str(target.samples)),
+            Text(facts.fingerprint + ("" if facts.signal else " (no signal)")),
         )
     return table
+
+
+def targets_notes(config: Config) -> list[str]:
+    """A line for each target whose provider sends no usable fingerprint."""
+    return [
+        f"{clean(t.name)}: {t.provider} {realities(t.provider).summary()}"
+        for t in config.targets
+        if not realities(t.provider).signal
+    ]
 
 
 def targets_json(config: Config) -> dict[str, Any]:
@@ -235,9 +301,20 @@ def targets_json(config: Config) -> dict[str, Any]:
                 "timeout": t.timeout,
                 "retries": t.retries,
                 "enabled": t.enabled,
+                "provider_facts": _facts_json(realities(t.provider)),
             }
             for t in config.targets
         ],
+    }
+
+
+def _facts_json(facts: Realities) -> dict[str, Any]:
+    return {
+        "fingerprint": facts.fingerprint.value,
+        "signal": facts.signal,
+        "stream": facts.stream.value,
+        "logprobs": facts.logprobs.value,
+        "note": facts.note,
     }
 
 
@@ -357,13 +434,23 @@ def observations_table(records: Sequence[Recorded]) -> Table:
             Text(str(record.id)),
             Text(o.observed_at.strftime("%Y-%m-%d %H:%M:%S")),
             Text(clean(o.target)),
-            Text("-" if o.fingerprint is None else show_value(o.fingerprint)),
+            Text(_fingerprint_cell(o)),
             Text(show_value(o.resolved_model) if o.resolved_model is not None else "-"),
             Text(str(o.http_status) if o.http_status is not None else "-"),
             Text(show_latency(o.latency_ms)),
             Text(shorten(error, 80), style="red"),
         )
     return table
+
+
+def _fingerprint_cell(o: Observation) -> str:
+    """The recorded fingerprint, and the others a stream's chunks carried when they disagreed."""
+    if o.fingerprint is None:
+        return "-"
+    others = disagreeing(o.tags)
+    if not others:
+        return show_value(o.fingerprint)
+    return f"{show_value(o.fingerprint)} (chunks disagree: also {show_values(others)})"
 
 
 def render_runs(runs: Sequence[Run], output_format: str, stdout: IO[str]) -> None:
@@ -464,6 +551,21 @@ def stats_table(stats: Sequence[TargetStats]) -> Table:
     return table
 
 
+def groups_table(stats: TargetStats) -> Table:
+    """The served fingerprints that decode, one row per set of parts (hashes aside)."""
+    title = f"{clean(stats.target)}: served now, by the parts of the fingerprints"
+    table = _table("format", "parts", "fingerprints", "share", title=title)
+    for group in stats.served_groups:
+        parts = ", ".join(f"{label} {shorten(clean(value), 40)}" for label, value in group.parts)
+        table.add_row(
+            Text(group.grammar),
+            Text(parts or "-"),
+            Text(f"{len(group.values)}: {show_values(group.values)}"),
+            Text(f"{group.share:.0%}"),
+        )
+    return table
+
+
 def timeline_title(stats: TargetStats) -> str:
     timeline = stats.timeline
     cells = len(timeline.rows[0].cells) if timeline.rows else 1
@@ -492,6 +594,17 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
     console.print(stats_table(stats))
     for target in stats:
         console.print()
+        if target.no_signal:
+            console.print(
+                Text(
+                    f"{clean(target.target)}: this server sends no usable fingerprint: "
+                    f"{target.no_signal}; {NO_SIGNAL_ADVICE}",
+                    style="yellow",
+                )
+            )
+        if target.served_groups:
+            console.print(groups_table(target))
+            console.print()
         console.print(Text(timeline_title(target)))
         console.print(timeline_table(target))
         if target.trust is not None and target.trust.samples:
@@ -577,6 +690,15 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                     "checks": s.served_checks,
                     "fingerprints": _share_json(s.served_fingerprints),
                     "models": _share_json(s.served_models),
+                    "groups": [
+                        {
+                            "format": g.grammar,
+                            "parts": dict(g.parts),
+                            "fingerprints": list(g.values),
+                            "share": round(g.share, 4),
+                        }
+                        for g in s.served_groups
+                    ],
                 },
                 "new_events": s.new_events,
                 "median_between_new_s": None
@@ -592,6 +714,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 },
                 "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
                 "learning": None if s.trust is None else _trust_json(s.trust),
+                "no_signal": s.no_signal,
             }
             for s in stats
         ],

@@ -65,8 +65,9 @@ from fp_monitor.domain.models import (
     Observation,
     Source,
     TargetResult,
-    Usage,
 )
+from fp_monitor.domain.streams import DISAGREEMENT_TAG, StreamFields
+from fp_monitor.domain.text import shorten
 from fp_monitor.net.redact import redact, scrub
 from fp_monitor.net.untrusted import noting_escapes, parse_json
 from fp_monitor.notify.dispatch import Notification, deliver, traffic_events
@@ -90,6 +91,13 @@ removed before the request leaves (the provider never sees it)."""
 MAX_EVENT_BYTES = 1024 * 1024
 """A server-sent event larger than this is skipped rather than held in memory."""
 _USAGE_OR_ERROR = re.compile(rb'"usage"\s*:\s*\{|"error"\s*:')
+# A fingerprint key and its JSON value (a string or a literal) in a chunk's bytes. A key cannot
+# be forged from inside a string (its quotes would be escaped); a match in a nested object is
+# only a reason to parse the chunk.
+_FINGERPRINT_KEY = b'"system_fingerprint"'
+_FINGERPRINT_VALUE = re.compile(rb'"system_fingerprint"\s*:\s*("(?:[^"\\]|\\.)*"|[a-z]+)')
+_KNOWN_RAW_LIMIT = 8
+_CHUNK_KEYS = frozenset({"id", "object", "model", "system_fingerprint", "usage"})
 _WRITE_BATCH = 500
 _WRITER_IDLE_SECONDS = 5.0
 _T = TypeVar("_T")
@@ -183,7 +191,8 @@ def _credentials(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
 class ResponseTap:
     """Reads one chat-completions response as its bytes pass, keeping only what the record
     needs: a JSON body (bounded, like the probe's), or for a stream the line being read, the
-    event being gathered and the fields of the chunk that showed the fingerprint."""
+    event being gathered and the stream's fields so far (see `domain.streams` for which chunk's
+    fingerprint, model and id count)."""
 
     def __init__(self, headers: httpx2.Headers) -> None:
         self.streaming = headers.get("content-type", "").lower().startswith("text/event-stream")
@@ -197,11 +206,9 @@ class ResponseTap:
         self._skipping = False
         self._event: list[bytes] = []
         self._event_size = 0
-        self._first: dict[str, Any] | None = None
-        self._usage = Usage()
+        self._stream = StreamFields()
+        self._known_raw: set[bytes] = set()
         self._stream_error: str | None = None
-        self.fingerprint_shown = False
-        """A stream chunk carried `system_fingerprint`: the backend is known."""
         self._done = False
 
     @property
@@ -210,14 +217,19 @@ class ResponseTap:
 
     @property
     def decided(self) -> bool:
-        """The stream showed what the backend is: a chunk carried the fingerprint, or the
-        stream's `[DONE]` came without any that did (the fingerprint is absent)."""
-        return self.fingerprint_shown or (self._done and self._first is not None)
+        """The stream showed what the backend is: chunks carried a real fingerprint and a real
+        model, or the stream's `[DONE]` came without (its state is then known)."""
+        return self._stream.complete or (self._done and self._stream.chunks > 0)
 
     @property
     def fields(self) -> dict[str, Any] | None:
-        """The stream's fields so far: those of the chunk that showed the fingerprint."""
-        return self._first
+        """The stream's fields so far; None before its first chunk."""
+        return self._stream.fields() if self._stream.chunks else None
+
+    @property
+    def disagreeing(self) -> tuple[str, ...]:
+        """Fingerprints that chunks carried after the recorded one (see `domain.streams`)."""
+        return self._stream.disagreeing
 
     def feed(self, raw: bytes) -> bool:
         """The next raw bytes of the body; True when they decided the stream first (see
@@ -238,9 +250,9 @@ class ResponseTap:
         if not self._skipping:
             self._line_done(bytes(self._line))
         self._line_done(b"")  # a stream cut before its blank line still ends its event
-        if self._first is None:
+        if not self._stream.chunks:
             return self._stream_error or "the stream ended before any chat-completion chunk"
-        return {**self._first, "usage": self._usage}
+        return self._stream.fields()
 
     def _take(self, data: bytes) -> None:
         """Decoded bytes: a stream's are parsed as they come, a JSON body's kept (bounded)."""
@@ -309,28 +321,63 @@ class ResponseTap:
         if data == b"[DONE]":
             self._done = True
             return
-        # After the first chunk, only a usage object, an error or a fingerprint not seen yet is
-        # still news: the other chunks (the tokens) are not parsed at all.
-        if self._first is not None and not (
-            _USAGE_OR_ERROR.search(data)
-            or (not self.fingerprint_shown and b'"system_fingerprint"' in data)
-        ):
+        if not self._news(data):
             return
         try:
             chunk: Any = parse_json(data)
         except (ValueError, RecursionError):
             return
-        fields = completion_fields(chunk)
+        fields = _chunk_fields(chunk)
         if isinstance(fields, str):
             if isinstance(chunk, dict) and "error" in chunk:
                 self._stream_error = f"error event in the stream: {error_message(data)}"
             return
-        # The first chunk that carries the key decides (a missing key only when none does).
-        if self._first is None or (not self.fingerprint_shown and "system_fingerprint" in chunk):
-            self._first = fields
-            self.fingerprint_shown = "system_fingerprint" in chunk
-        if fields["usage"] != Usage():
-            self._usage = fields["usage"]
+        self._stream.take(fields)
+
+    def _news(self, data: bytes) -> bool:
+        """Whether an event may change the record, judged from its bytes: most of a long stream
+        is tokens, which are not parsed at all. The first chunk is news; after it, a usage
+        object, an error, a model or id still missing, or a fingerprint that would change the
+        stream's (only its value is decoded to tell)."""
+        stream = self._stream
+        if not stream.chunks or stream.needs_model_or_id or _USAGE_OR_ERROR.search(data):
+            return True
+        start = data.find(_FINGERPRINT_KEY)  # a plain search first: most chunks have one key
+        while start != -1:
+            match = _FINGERPRINT_VALUE.match(data, start)
+            if match is None:
+                return True
+            start = data.find(_FINGERPRINT_KEY, match.end())
+            raw = match[1]
+            if raw in self._known_raw:
+                continue
+            try:
+                value = parse_json(raw)
+            except (ValueError, RecursionError):
+                return True
+            if not isinstance(value, str | None) or not stream.is_known(
+                NULL if value is None else value
+            ):
+                return True
+            # Once known, a value stays known (the stream's fields only grow): the next chunks
+            # with the same bytes are passed over without decoding them.
+            if len(self._known_raw) < _KNOWN_RAW_LIMIT:
+                self._known_raw.add(raw)
+        return False
+
+
+def _chunk_fields(chunk: Any) -> dict[str, Any] | str:
+    """The fields of one stream chunk, or why it is not one. A chunk without a choices list is
+    still one when it has a chunk's fields (a trailing usage chunk, a gateway's metadata
+    chunk): its fingerprint and model count like any other's (see `domain.streams`)."""
+    if (
+        isinstance(chunk, dict)
+        and "choices" not in chunk
+        and "error" not in chunk
+        and not _CHUNK_KEYS.isdisjoint(chunk)
+    ):
+        chunk = {**chunk, "choices": []}
+    return completion_fields(chunk)
 
 
 def _decoder(headers: httpx2.Headers) -> ContentDecoder | None:
@@ -554,6 +601,7 @@ class Recorder:
             entry=entry,
             checked_at=observation.observed_at,
             remind=self._remind,
+            grammars=self._config.grammars,
         )
 
     def _guarded(
@@ -615,8 +663,9 @@ class Exchange:
 
     def feed(self, raw: bytes) -> Observation | None:
         """Watch the next raw bytes; the response so far when they decided the stream's backend
-        (the moment to judge it, before the caller reads what follows: the first chunk with the
-        fingerprint, or the `[DONE]` of a stream in which none carried one)."""
+        (the moment to judge it, before the caller reads what follows: the chunk by which the
+        stream had shown a real fingerprint and model, or the `[DONE]` of a stream that showed
+        none)."""
         if self._tap.feed(raw) and self._tap.fields is not None:
             return self._observation(self._tap.fields)
         return None
@@ -638,7 +687,7 @@ class Exchange:
     def ending(self) -> Iterator[Observation | None]:
         """The end of the body. A JSON answer is given, to be judged whole before the caller
         gets it, and is recorded only after that (see Recorder.judge); so is a stream that
-        ended without deciding (no chunk with the fingerprint, and no `[DONE]`), while one
+        ended without deciding (no real fingerprint and model, and no `[DONE]`), while one
         judged as it went gives None. The response is recorded on leaving, however judging
         ends."""
         observation = self.conclude()
@@ -676,7 +725,16 @@ class Exchange:
             outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": fields}
         else:
             outcome = fields
+            if self._tap.disagreeing:
+                common["tags"] = {**request.tags, DISAGREEMENT_TAG: self._disagreement()}
         return noting_escapes(scrub(Observation(**common, **outcome), request.secrets))
+
+    def _disagreement(self) -> str:
+        """The tag's value: the later fingerprints as a JSON list (a value may hold a comma),
+        redacted like every server string of the record, each cut to a table cell's length."""
+        secrets = self._request.secrets
+        values = [shorten(redact(value, secrets)) for value in self._tap.disagreeing]
+        return json.dumps(values, ensure_ascii=False)
 
 
 def _request_info(recorder: Recorder, request: httpx2.Request) -> RequestInfo:
@@ -834,7 +892,7 @@ def recording_client(
     response into the history (default: $FPMON_HISTORY, the config's `history`, the user data
     dir) under `target`, with `tags` (per request: the X-Fpmon-Tags header). `on_unexpected`:
     "warn" or "raise" UnexpectedFingerprint when a response comes from an unexpected backend
-    (a stream: at its first chunk, before its content). Other keywords go to httpx2.Client;
+    (a stream: at the chunk that shows its fingerprint). Other keywords go to httpx2.Client;
     `transport=` is wrapped, not replaced. Environment proxy variables are not read: pass
     `proxy=`. A configuration file that is found but invalid raises ConfigError here, never
     during a request."""

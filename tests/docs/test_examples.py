@@ -83,7 +83,7 @@ def _as_config(data: dict[str, Any]) -> dict[str, Any] | None:
     None for another kind of TOML."""
     if "version" in data or "models" in data or "default" in data or "api_keys_env" in data:
         return None
-    if not set(data) & {"targets", "defaults", "notify"}:
+    if not set(data) & {"targets", "defaults", "notify", "fingerprint_formats"}:
         return None
     if "targets" in data:
         return data
