@@ -221,13 +221,14 @@ TARGET_MEANING = {
 }
 
 NOTIFY_MEANING = {
-    "type": "`webhook` or `command`.",
+    "type": "`webhook`, `command` or `apprise` (needs `pip install 'fpmon[apprise]'`).",
     "on": "The events to send.",
     "targets": "Only these targets' events (names from `[targets]`).",
     "timeout": "Per attempt, at most 1h: a webhook's whole exchange, connect to last byte; a "
     "command is stopped after it.",
-    "url": "Where to POST: `http://` or `https://`; may be or hold `${NAME}`, expanded from the "
-    "environment when sending.",
+    "url": "webhook: where to POST, `http://` or `https://`, which may be or hold `${NAME}`; "
+    "apprise: `${NAME}`, the variable holding the Apprise URL (it carries its service's "
+    "credentials, so it is never written in the file). Expanded when sending.",
     "format": 'The body: `json` (the payload of the notifications how-to), `slack` (`{"text"}`)'
     ', `discord` (`{"content"}`, no mentions).',
     "headers": "Extra request headers; values may hold `${NAME}`; a credential header (name "
@@ -401,7 +402,7 @@ def config_page() -> str:
     notify_defaults = _notify_defaults()
     for key in notify_keys:
         kinds = [kind for kind, keys in fpconfig.NOTIFY_KEYS.items() if key in keys]
-        shown = "both" if len(kinds) == len(fpconfig.NOTIFY_KEYS) else ", ".join(kinds)
+        shown = "all" if len(kinds) == len(fpconfig.NOTIFY_KEYS) else ", ".join(kinds)
         default = _code(notify_defaults[key])
         lines.append(f"| `{key}` | {shown} | {default} | {NOTIFY_MEANING[key]} |")
     lines += [

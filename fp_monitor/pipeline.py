@@ -16,7 +16,8 @@ from typing import TextIO
 from fp_monitor.check import CheckOptions, plan_check, run_check, run_plan
 from fp_monitor.config.settings import Config, Target
 from fp_monitor.domain.models import CheckResult
-from fp_monitor.notify.dispatch import Notification, deliver, pending
+from fp_monitor.notify.dispatch import deliver
+from fp_monitor.notify.events import Notification, pending
 from fp_monitor.output.metrics import (
     Snapshot,
     advance,

@@ -109,6 +109,7 @@ _NOTIFY_COMMON_KEYS = ("type", "on", "targets", "timeout")
 NOTIFY_KEYS = {
     "webhook": (*_NOTIFY_COMMON_KEYS, "url", "format", "headers", "retries"),
     "command": (*_NOTIFY_COMMON_KEYS, "run"),
+    "apprise": (*_NOTIFY_COMMON_KEYS, "url"),
 }
 # Keys people reach for when they paste a key into the file; refused with the env-var form.
 _LITERAL_KEY_NAMES = {"api_key", "apikey", "api-key", "key", "token", "api_token"}
@@ -241,6 +242,13 @@ class Webhook(Notifier):
 class Command(Notifier):
     run: tuple[str, ...]
     """argv, run without a shell."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppriseNotifier(Notifier):
+    url: str
+    """An Apprise URL (mailto://, msteams://, pagerduty://, tgram://, ntfy://...), or ${NAME}
+    to read it from the environment: such URLs carry their service's credentials."""
 
 
 @dataclass(frozen=True)
@@ -649,6 +657,8 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
             timeout=read.duration("timeout", DEFAULT_COMMAND_TIMEOUT, longest=MAX_TIMEOUT),
             run=tuple(run),
         )
+    if kind == "apprise":
+        return _build_apprise(name, read, on, targets)
     url = read.string("url")
     if url is None:
         raise read.fail("url", 'missing: where to POST, like url = "${SLACK_WEBHOOK_URL}"')
@@ -666,6 +676,28 @@ def _build_notifier(name: str, read: _Reader, where: str, target_names: set[str]
         format=_choice(read, "format", read.string("format", "json") or "json", WebhookFormat),
         headers=headers,
         retries=read.integer("retries", DEFAULT_WEBHOOK_RETRIES, 0, 10),
+    )
+
+
+def _build_apprise(
+    name: str, read: _Reader, on: frozenset[Event], targets: frozenset[str] | None
+) -> AppriseNotifier:
+    url = read.string("url")
+    if url is None or not ENV_REFERENCE.fullmatch(url.strip()):
+        # An Apprise URL holds its service's credentials (a token, a password): like an API key
+        # it is never written in the file.
+        raise read.fail(
+            "url",
+            "expected ${NAME}, the environment variable holding the Apprise URL, like "
+            'url = "${APPRISE_URL}"',
+        )
+    _check_references(read, "url", url)
+    return AppriseNotifier(
+        name=name,
+        on=on,
+        targets=targets,
+        timeout=read.duration("timeout", DEFAULT_WEBHOOK_TIMEOUT, longest=MAX_TIMEOUT),
+        url=url,
     )
 
 

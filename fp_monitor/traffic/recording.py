@@ -70,7 +70,8 @@ from fp_monitor.domain.streams import DISAGREEMENT_TAG, StreamFields
 from fp_monitor.domain.text import shorten
 from fp_monitor.net.redact import redact, scrub
 from fp_monitor.net.untrusted import noting_escapes, parse_json
-from fp_monitor.notify.dispatch import Notification, deliver, traffic_events
+from fp_monitor.notify.dispatch import deliver
+from fp_monitor.notify.events import Notification, traffic_events
 from fp_monitor.probe.request import (
     MAX_BODY_BYTES,
     completion_fields,

@@ -312,3 +312,29 @@ def test_remind_announces_an_unaccepted_value_again_after_its_interval(
     time.sleep(1.1)  # a whole interval passes before the next check: the reminder is due
     assert fpmon("check").code == 1
     assert [e["env"]["FPMON_NOW"] for e in recorded(out)] == [ROLLED, ROLLED]
+
+
+def test_an_apprise_url_reaches_its_service(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path], receiver: Receiver
+) -> None:
+    """Apprise's json:// service posts to the receiver: the event's title and summary arrive."""
+    config = write_config(fake.base_url, alpha={"model": "model-a", "samples": 2})
+    with_notify(config, '[notify.team]\ntype = "apprise"\nurl = "${APPRISE_URL}"\n')
+    env = {"APPRISE_URL": receiver.url.replace("http://", "json://") + "/hook"}
+    assert fpmon("check", env=env).code == 0
+    fake.rotate("model-a", [C])
+    assert fpmon("check", env=env).code == 1
+    (sent,) = receiver.received
+    assert sent.path == "/hook"
+    assert sent.body["title"] == "fpmon: new on alpha"
+    assert C in sent.body["message"] and "fpmon accept alpha" in sent.body["message"]
+
+
+def test_an_apprise_url_written_in_the_file_is_refused(
+    fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(fake.base_url, alpha={"model": "model-a"})
+    with_notify(config, '[notify.team]\ntype = "apprise"\nurl = "tgram://bottoken/ChatID"\n')
+    run = fpmon("check")
+    assert run.code == 2 and "bottoken" not in run.err
+    assert 'url = "${APPRISE_URL}"' in run.err and len(run.err.strip().splitlines()) == 1

@@ -31,7 +31,10 @@ from fp_monitor.domain.models import (
     TargetResult,
 )
 from fp_monitor.net.redact import redact
-from fp_monitor.notify.dispatch import Notification, events, payload, sample, send, webhook_body
+from fp_monitor.notify.dispatch import send
+from fp_monitor.notify.events import Notification, events, sample
+from fp_monitor.notify.payload import payload
+from fp_monitor.notify.webhook import webhook_body
 from fp_monitor.store.history import History
 from tests.unit.store.test_history import obs, record
 

@@ -1,0 +1,133 @@
+"""Which events a check sets off: a pure function of its result and of the error streaks in
+the history; and the sample events of `fpmon notify test`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fp_monitor.config.settings import (
+    Config,
+)
+from fp_monitor.domain.models import (
+    TRAFFIC_STATUSES,
+    Change,
+    CheckResult,
+    ErrorKind,
+    Event,
+    ProbeError,
+    Status,
+    TargetResult,
+)
+from fp_monitor.store.history import History
+
+STATUS_EVENTS = {
+    Status.NEW: Event.NEW,
+    Status.CHANGED: Event.CHANGED,
+    Status.LEARNED: Event.LEARNED,
+}
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event of one target in one check."""
+
+    event: Event
+    target: TargetResult
+    check_id: str
+    checked_at: datetime
+    history: Path
+    failed_checks: int = 0
+    """error: the checks failed in a row so far; recovered: how many failed before it."""
+
+
+def events(
+    result: CheckResult,
+    failed_before: Mapping[str, int],
+    error_after: Mapping[str, int],
+    history: Path,
+) -> list[Notification]:
+    """The notifications one check calls for. `failed_before`: per target, the checks that
+    failed in a row just before this one (from the history, so that separate `fpmon check`
+    runs share the streak)."""
+    notifications = []
+    for target in result.targets:
+        failed = failed_before.get(target.name, 0)
+        threshold = error_after[target.name]
+        found: list[tuple[Event, int]] = []
+        if target.status is Status.ERROR:
+            # Once per streak: when it reaches the threshold, not on every failure after that.
+            if failed + 1 == threshold:
+                found.append((Event.ERROR, failed + 1))
+        else:
+            # Only a streak that was notified is worth a `recovered`.
+            if failed >= threshold:
+                found.append((Event.RECOVERED, failed))
+            if (event := STATUS_EVENTS.get(target.status)) is not None and target.news:
+                found.append((event, 0))
+        notifications += [
+            Notification(event, target, result.check_id, result.checked_at, history, count)
+            for event, count in found
+        ]
+    return notifications
+
+
+def traffic_events(
+    target: TargetResult, check_id: str, checked_at: datetime, history: Path
+) -> list[Notification]:
+    """The notifications of one recorded response of an application's traffic: only `new` and
+    `learned` (TRAFFIC_STATUSES), and a `new` only when it is news. Not `changed`, `error` or
+    `recovered`: an application's own requests say little of the backend's flaps and failures,
+    so these stay the probes'."""
+    if target.status not in TRAFFIC_STATUSES or not target.news:
+        return []
+    event = STATUS_EVENTS.get(target.status)
+    return [] if event is None else [Notification(event, target, check_id, checked_at, history)]
+
+
+def pending(history: History, config: Config, result: CheckResult) -> list[Notification]:
+    """The notifications of a recorded check, its error streaks read from `history`."""
+    if not config.notifiers or not result.recorded:
+        return []  # a dry run sends nothing
+    error_after = {t.name: t.error_after for t in config.targets}
+    failed = {t.name: history.failed_before(t.name, result.check_id) for t in result.targets}
+    return events(result, failed, error_after, history.path)
+
+
+def sample(event: Event, history: Path) -> Notification:
+    """A realistic event for `fpmon notify test`, on a target named fpmon-test."""
+    status, previous, now = _SAMPLES[event]
+    model = ("gpt-4o-mini-2024-07-18",)
+    moved = bool(now) and not set(now) <= set(previous)
+    target = TargetResult(
+        name="fpmon-test",
+        status=status,
+        unexpected=status is Status.NEW,
+        fingerprints=now,
+        models=model if now else (),
+        previous=previous,
+        previous_models=model,
+        known=tuple(sorted({*previous, *now})),
+        known_models=model,
+        samples=3,
+        errors=() if now else (ProbeError(ErrorKind.TIMEOUT, None, "no answer within 30s"),) * 3,
+        latency_ms=412.0 if now else None,
+        changes=(Change("fpmon-test", "fingerprint", previous, now, None),) if moved else (),
+    )
+    failed = 3 if event in (Event.ERROR, Event.RECOVERED) else 0
+    return Notification(event, target, "0" * 32, datetime.now(UTC), history, failed)
+
+
+_OLD, _OTHER, _NEW = "fp_0ba0d124f1", "fp_560af6e559", "fp_e9917c3b55"
+
+
+# event -> (status, previous fingerprints, fingerprints now) of the sample
+_SAMPLES: dict[Event, tuple[Status, tuple[str, ...], tuple[str, ...]]] = {
+    Event.NEW: (Status.NEW, (_OLD, _OTHER), (_NEW,)),
+    Event.CHANGED: (Status.CHANGED, (_OLD,), (_OTHER,)),
+    Event.LEARNED: (Status.LEARNED, (_OLD,), (_NEW,)),
+    Event.ERROR: (Status.ERROR, (_OLD, _OTHER), ()),
+    Event.RECOVERED: (Status.SAME, (_OLD, _OTHER), (_OLD, _OTHER)),
+}
