@@ -102,7 +102,7 @@ def test_result_table_rows() -> None:
         )
     )
     table = rows(text)
-    assert table[0] == ["target", "status", "fingerprints", "model", "latency"]
+    assert table[0] == ["target", "status", "fingerprints", "models", "latency"]
     assert ["openai", "new", C, "gpt-4o-mini-2024-07-18", "412 ms"] in table
     assert ["grok", "same", f"{A}, {B}", "grok-4-0709", "388 ms"] in table
     assert ["down", "error", "-", "-", "-"] in table

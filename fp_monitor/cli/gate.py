@@ -16,12 +16,15 @@ from fp_monitor.cli.options import (
     ConcurrencyOption,
     ConfigOption,
     FailOnOption,
+    FormatOption,
     HistoryOption,
+    JsonOption,
     OutputFormat,
     SamplesOption,
     SourceChoice,
     SourceOption,
     TargetsArgument,
+    chosen_format,
     stderr_line,
     warn_insecure,
 )
@@ -34,14 +37,13 @@ if TYPE_CHECKING:
 
 @app.command()
 def check(
+    ctx: typer.Context,
     targets: TargetsArgument = None,
     config: ConfigOption = None,
     history: HistoryOption = None,
     baseline: BaselineOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="How to print the result.")
-    ] = OutputFormat.TABLE,
+    as_json: JsonOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
@@ -78,6 +80,7 @@ def check(
     from fp_monitor.output.metrics import check_textfile, write_textfile
     from fp_monitor.output.reports import publish
 
+    shown_format = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
     if metrics_file is not None:
@@ -101,7 +104,7 @@ def check(
         stderr_line(f"fpmon: warning: {failure}")
     if quiet and result.exit_code == ExitCode.OK:
         return result.exit_code
-    _print_check(result, OutputFormat.JSON if as_json else output_format)
+    _print_check(result, shown_format)
     return result.exit_code
 
 
@@ -110,6 +113,12 @@ def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
         from fp_monitor.output.render import check_json
 
         print(json.dumps(check_json(result), indent=2))
+    elif output_format in (OutputFormat.JSONL, OutputFormat.CSV):
+        from fp_monitor.output.formats import print_document
+        from fp_monitor.output.render import CHECK_TARGET_FIELDS, check_json
+
+        document = check_json(result)
+        print_document(output_format, document, "targets", CHECK_TARGET_FIELDS, sys.stdout)
     elif output_format is OutputFormat.MARKDOWN:
         from fp_monitor.output.reports import markdown
 

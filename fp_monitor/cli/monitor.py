@@ -23,6 +23,7 @@ from fp_monitor.cli.options import (
     stderr_line,
     warn_insecure,
 )
+from fp_monitor.cli.usage import FlagGroup
 from fp_monitor.domain.errors import ExitCode
 from fp_monitor.domain.models import Event, FailOn
 from fp_monitor.domain.text import clean
@@ -109,7 +110,9 @@ def watch(
 
 
 notify_app = typer.Typer(
-    help="Notifications: the notify.NAME tables of the config.", no_args_is_help=True
+    help="Notifications: the notify.NAME tables of the config.",
+    no_args_is_help=True,
+    cls=FlagGroup,
 )
 
 

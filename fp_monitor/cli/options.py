@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource
+from typer._click.exceptions import UsageError
 
 from fp_monitor.domain.models import ALL_SOURCES, FailOn, Source
 from fp_monitor.domain.text import clean
@@ -112,9 +114,40 @@ SourceOption = Annotated[
 
 
 class OutputFormat(StrEnum):
+    """How a command prints its data: the same records and field names in every format."""
+
     TABLE = "table"
     JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
     MARKDOWN = "markdown"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        help="How to print it: a table (plain when piped), one JSON document, JSON lines (one "
+        "record a line), CSV, or a markdown table.",
+    ),
+]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
+
+
+def chosen_format(ctx: typer.Context, as_json: bool, output_format: OutputFormat) -> OutputFormat:
+    """--format, or json for --json; both at once must agree."""
+    if not as_json:
+        return output_format
+    given = ctx.get_parameter_source("output_format")
+    if output_format is not OutputFormat.JSON and given is not ParameterSource.DEFAULT:
+        raise UsageError(
+            f"--json means --format json, which disagrees with --format {output_format.value}: "
+            "give one of them",
+            ctx=ctx,
+        )
+    return OutputFormat.JSON
 
 
 ShownSourceOption = Annotated[
@@ -124,13 +157,6 @@ ShownSourceOption = Annotated[
         help="Whose records: fpmon's probes, your application's recorded traffic, or all.",
     ),
 ]
-
-
-class ListFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    JSONL = "jsonl"
-    CSV = "csv"
 
 
 TargetArgument = Annotated[
@@ -170,15 +196,15 @@ def moment(text: str) -> datetime:
         raise typer.BadParameter(str(exc)) from None
 
 
-def when_option(help: str, default: str | None = None) -> Any:
-    """An option that takes a time: a duration back from now, or an ISO date."""
+def when_option(help: str, *, has_default: bool = False) -> Any:
+    """An option that takes a time: a duration back from now, or an ISO date. A default is
+    written as text in the signature (`= "30d"`): typer passes it through the parser when the
+    command runs, so it counts back from then, and the help shows it as written."""
     return typer.Option(
         parser=moment,
         metavar="WHEN",
         help=f"{help}: a duration back from now (30d, 12h, 0s) or an ISO date.",
-        # typer passes a default through the parser, so the default is the text
-        default_factory=None if default is None else lambda: default,
-        show_default=default or False,
+        show_default=has_default,
     )
 
 

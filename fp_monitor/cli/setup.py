@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,10 @@ import typer
 from fp_monitor.cli.app import app
 from fp_monitor.cli.options import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
+    OutputFormat,
+    chosen_format,
 )
 from fp_monitor.domain.errors import ExitCode
 
@@ -20,18 +25,26 @@ if TYPE_CHECKING:
 
 @app.command()
 def targets(
+    ctx: typer.Context,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
+    as_json: JsonOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
 ) -> int:
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import make_console, targets_json, targets_table
+    from fp_monitor.output.formats import markdown_table, print_document
+    from fp_monitor.output.render import TARGET_FIELDS, make_console, targets_json, targets_table
 
+    shown = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config)
-    if as_json:
+    if shown is OutputFormat.JSON:
         print(json.dumps(targets_json(loaded), indent=2))
-    else:
+    elif shown is OutputFormat.TABLE:
         make_console().print(targets_table(loaded))
+    elif shown is OutputFormat.MARKDOWN:
+        print(markdown_table(targets_table(loaded)), end="")
+    else:
+        print_document(shown, targets_json(loaded), "targets", TARGET_FIELDS, sys.stdout)
     return ExitCode.OK
 
 

@@ -7,8 +7,6 @@ cursor.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -39,6 +37,7 @@ from fp_monitor.domain.text import (
     show_value,
     show_values,
 )
+from fp_monitor.output.formats import markdown_table, print_document
 
 if TYPE_CHECKING:
     from fp_monitor.domain.learning import Trust
@@ -97,7 +96,7 @@ def _table(*headers: str, title: str | None = None) -> Table:
 
 
 def result_table(result: CheckResult) -> Table:
-    table = _table("target", "status", "fingerprints", "model", "latency")
+    table = _table("target", "status", "fingerprints", "models", "latency")
     for target in result.targets:
         table.add_row(
             Text(clean(target.name)),
@@ -165,6 +164,26 @@ def _print_errors(console: Console, target: TargetResult) -> None:
         lead = " " * len(lead)
 
 
+CHECK_TARGET_FIELDS = (
+    "name",
+    "status",
+    "unexpected",
+    "fingerprints",
+    "models",
+    "previous",
+    "known",
+    "previous_models",
+    "known_models",
+    "headers",
+    "samples",
+    "learning",
+    "unseen_estimate",
+    "errors",
+    "latency_ms",
+)
+"""A target's fields in `check --json`, and its columns in JSON lines and CSV."""
+
+
 def check_json(result: CheckResult) -> dict[str, Any]:
     return {
         "version": 1,
@@ -217,6 +236,20 @@ def targets_table(config: Config) -> Table:
     return table
 
 
+TARGET_FIELDS = (
+    "name",
+    "provider",
+    "model",
+    "endpoint",
+    "api_key_env",
+    "key",
+    "samples",
+    "timeout",
+    "retries",
+    "enabled",
+)
+
+
 def targets_json(config: Config) -> dict[str, Any]:
     return {
         "version": 1,
@@ -252,7 +285,10 @@ RUN_FIELDS = (
     "checks",
     "observations",
     "errors",
+    "samples",
 )
+"""A run's fields: `samples` is the name of the count in every contract; `observations` is its
+older name, kept as an alias within version 1."""
 OBSERVATION_FIELDS = (
     "id",
     "check_id",
@@ -278,9 +314,11 @@ OBSERVATION_FIELDS = (
     "error",
     "request_shape",
     "raw_response",
+    "resolved_model",
 )
-_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-"""How a CSV cell that a spreadsheet would evaluate starts (OWASP, CSV injection)."""
+"""An observation's fields: `resolved_model` is the name `fpmon export` and the history use;
+`model` is its older name here, kept as an alias within version 1 (a new field goes last, so
+that a CSV read by column position keeps its columns)."""
 TIMELINE_GLYPHS = {"served": "█", "not_served": "·", "no_check": " "}
 
 
@@ -294,6 +332,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "checks": run.checks,
         "observations": run.observations,
         "errors": run.errors,
+        "samples": run.observations,
     }
 
 
@@ -327,6 +366,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
         else {"kind": o.error_kind.value, "status_code": o.http_status, "message": o.error_message},
         "request_shape": o.request_shape,
         "raw_response": o.raw_response,
+        "resolved_model": o.resolved_model,
     }
 
 
@@ -349,7 +389,9 @@ def runs_table(runs: Sequence[Run]) -> Table:
 
 
 def observations_table(records: Sequence[Recorded]) -> Table:
-    table = _table("id", "time", "target", "fingerprint", "model", "http", "latency", "error")
+    table = _table(
+        "id", "time", "target", "fingerprint", "resolved model", "http", "latency", "error"
+    )
     for record in records:
         o = record.observation
         error = f"{o.error_kind.value}: {clean(o.error_message or '')}" if o.error_kind else ""
@@ -369,6 +411,8 @@ def observations_table(records: Sequence[Recorded]) -> Table:
 def render_runs(runs: Sequence[Run], output_format: str, stdout: IO[str]) -> None:
     if output_format == "table":
         _print_table(runs_table(runs), bool(runs), "no checks in this range", stdout)
+    elif output_format == "markdown":
+        stdout.write(markdown_table(runs_table(runs)))
     else:
         records = [run_json(r) for r in runs]
         _print_records("runs", records, RUN_FIELDS, output_format, stdout)
@@ -378,6 +422,8 @@ def render_observations(records: Sequence[Recorded], output_format: str, stdout:
     if output_format == "table":
         table = observations_table(records)
         _print_table(table, bool(records), "no observations in this range", stdout)
+    elif output_format == "markdown":
+        stdout.write(markdown_table(observations_table(records)))
     else:
         rows = [observation_json(r) for r in records]
         _print_records("observations", rows, OBSERVATION_FIELDS, output_format, stdout)
@@ -398,30 +444,7 @@ def _print_records(
     output_format: str,
     stdout: IO[str],
 ) -> None:
-    """json: one document; jsonl: one object per line; csv: a header row, then one row per
-    object, lists and objects as JSON text (so null, "" and "<absent>" stay distinct)."""
-    if output_format == "json":
-        stdout.write(json.dumps({"version": 1, name: records}, indent=2, ensure_ascii=False))
-        stdout.write("\n")
-    elif output_format == "jsonl":
-        for record in records:
-            stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    else:
-        # RFC 4180's CRLF: with it, the csv module also quotes a cell holding a lone CR,
-        # which a reader would otherwise take for the end of the row.
-        writer = csv.DictWriter(stdout, fieldnames=fields, lineterminator="\r\n")
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value.startswith(_FORMULA_LEADS):
-        # A spreadsheet runs such a cell as a formula; OWASP's leading quote keeps it text.
-        return "'" + value
-    return "" if value is None else value
+    print_document(output_format, {"version": 1, name: records}, name, fields, stdout)
 
 
 def _percent(share: float | None) -> str:
@@ -559,6 +582,29 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+STATS_FIELDS = (
+    "name",
+    "first_check",
+    "checks",
+    "successful_checks",
+    "observations",
+    "samples",
+    "fingerprints",
+    "models",
+    "served",
+    "new_events",
+    "median_between_new_s",
+    "changed",
+    "flap_rate",
+    "errors",
+    "error_rate",
+    "errors_by_kind",
+    "latency_ms",
+    "learning",
+)
+"""A target's fields in `stats --json`; `observations` is the older name of `samples`."""
+
+
 def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> dict[str, Any]:
     return {
         "version": 1,
@@ -571,6 +617,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 "checks": s.checks,
                 "successful_checks": s.successful_checks,
                 "observations": s.observations,
+                "samples": s.observations,
                 "fingerprints": json_values(s.fingerprints),
                 "models": json_values(s.models),
                 "served": {

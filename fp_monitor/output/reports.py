@@ -11,6 +11,7 @@ from typing import TextIO
 from fp_monitor.domain.models import CheckResult, Status
 from fp_monitor.domain.text import clean, describe, show_latency, show_values
 from fp_monitor.fileio import write_atomic
+from fp_monitor.output.formats import markdown_cell as _md
 
 
 def junit_xml(result: CheckResult) -> str:
@@ -48,7 +49,7 @@ def junit_xml(result: CheckResult) -> str:
 
 def markdown(result: CheckResult) -> str:
     lines = [
-        "| target | status | fingerprints | model | latency |",
+        "| target | status | fingerprints | models | latency |",
         "|---|---|---|---|---|",
     ]
     for t in result.targets:
@@ -64,12 +65,6 @@ def markdown(result: CheckResult) -> str:
         f"- **{_md(t.name)}**: {_md(describe(t))}" for t in result.targets if t.changes or t.errors
     ]
     return "\n".join(["### fpmon check", "", *lines, "", *notes]).rstrip() + "\n"
-
-
-def _md(text: str) -> str:
-    """A table cell: pipes escaped, and no HTML (<null> would vanish as an unknown tag)."""
-    escaped = clean(text).replace("&", "&amp;").replace("<", "&lt;")  # no tag can open
-    return escaped.replace("|", "\\|").replace("`", "'")
 
 
 def workflow_commands(result: CheckResult) -> list[str]:

@@ -85,6 +85,7 @@ def test_timeline_runs_in_every_format(fpmon: Callable[..., Run], recorded: Path
             "checks": int(r["checks"]),
             "observations": int(r["observations"]),
             "errors": int(r["errors"]),
+            "samples": int(r["samples"]),
         }
         for r in rows
     ] == runs
