@@ -76,6 +76,7 @@ def check(
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions, run_check
     from fp_monitor.config.settings import load_config
+    from fp_monitor.fileio import check_writable
     from fp_monitor.notify.dispatch import notify_check
     from fp_monitor.output.metrics import check_textfile, write_textfile
     from fp_monitor.output.reports import publish
@@ -87,6 +88,8 @@ def check(
         if no_record:
             raise ConfigError("--metrics-file reads the recorded history: drop --no-record")
         check_textfile(metrics_file)
+    if junit is not None:
+        check_writable(junit, "--junit")
     options = CheckOptions(
         samples=samples,
         fail_on=fail_on,

@@ -17,7 +17,7 @@ from fp_monitor.cli.options import (
     OutputFormat,
     chosen_format,
 )
-from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
     pass
@@ -91,10 +91,20 @@ def fake_api(
     """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
     from fp_monitor.devtools.fake_api import FakeAPI, default_fleet, load_config, serve
 
-    fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+    try:
+        fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+    except ValueError as exc:  # the fleet file: missing, not TOML, or a key it cannot take
+        raise ConfigError(f"--config {exc}") from None
 
     def ready(base_url: str) -> None:
         print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
 
-    serve(fake, ready)
+    try:
+        serve(fake, ready)
+    except OSError as exc:  # only binding can fail: once it listens, it serves until stopped
+        where = "{}:{}".format(*fake.address)
+        raise ConfigError(
+            f"cannot listen on {where}: {exc.strerror or exc} (another --port, or 0 for any "
+            "free port)"
+        ) from None
     return ExitCode.OK

@@ -688,6 +688,11 @@ class FakeAPI:
         self.stop()
 
     @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) it listens on, or is to listen on (port 0: any free port)."""
+        return self._address
+
+    @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the fake API is not started")
