@@ -45,6 +45,9 @@ class CheckOptions:
     """A target without a lock entry is unexpected (the CI gate's strict mode)."""
     sources: frozenset[Source] = ALL_SOURCES
     """Whose observations make the known and previous sets: probes, traffic, or both."""
+    read_lock: bool = True
+    """False: detect without the lock file (for `accept --probe --replace`, which rewrites a
+    lock that cannot be read)."""
 
 
 def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
@@ -52,7 +55,8 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
-    lock = read_lock(config.baseline)  # a broken lock stops everything before any request
+    # A broken lock stops everything before any request.
+    lock = read_lock(config.baseline) if options.read_lock else {}
     # The history is opened before any request: when it cannot be used, nothing is spent.
     if options.record:
         history: History | None = History.open(config.history)

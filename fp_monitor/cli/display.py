@@ -27,6 +27,12 @@ from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
 
 def render_accept(lock_path: Path, result: AcceptResult) -> None:
     """What accept added and removed per target (plain lines: people paste them in reviews)."""
+    if result.unreadable_lock is not None:
+        print(
+            f"fpmon: warning: {clean(result.unreadable_lock)}; writing it anew from what was "
+            "observed, as --replace does (entries of targets not accepted now are not kept)",
+            file=sys.stderr,
+        )
     for change in result.changes:
         if not change.changed:
             print(f"{clean(change.target)}: unchanged")
