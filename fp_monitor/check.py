@@ -29,7 +29,7 @@ from fp_monitor.domain.models import (
     TargetFacts,
     TargetResult,
 )
-from fp_monitor.probe.request import DEFAULT_CONCURRENCY, probe
+from fp_monitor.probe.request import DEFAULT_CONCURRENCY, check_credentials, probe
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import read_lock
 
@@ -55,6 +55,7 @@ def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> Ch
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
+    check_credentials(targets)
     # A broken lock stops everything before any request.
     lock = read_lock(config.baseline) if options.read_lock else {}
     # The history is opened before any request: when it cannot be used, nothing is spent.

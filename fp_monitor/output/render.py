@@ -21,6 +21,7 @@ from rich.text import Text
 from fp_monitor.config.settings import Config, key_status
 from fp_monitor.domain.models import (
     CheckResult,
+    ErrorKind,
     Recorded,
     Status,
     TargetResult,
@@ -156,6 +157,11 @@ def render_check(console: Console, result: CheckResult) -> None:
 def _print_errors(console: Console, target: TargetResult) -> None:
     """`NAME: k of n samples failed: kind: message`, further kinds aligned below it."""
     if not target.errors:
+        return
+    if all(e.kind is ErrorKind.MISSING_KEY for e in target.errors):
+        # Nothing was sent: the message says why ("not probed: XAI_API_KEY is not set").
+        for message in sorted({e.message for e in target.errors}):
+            console.print(Text(f"{clean(target.name)}: {clean(message)}", style="red"))
         return
     lead = f"{clean(target.name)}: {len(target.errors)} of {target.samples} samples failed: "
     shown = {(e.kind, e.status_code, e.message) for e in target.errors}
