@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,8 +29,8 @@ from fp_monitor.cli.options import (
     stderr_line,
     warn_insecure,
 )
-from fp_monitor.domain.errors import ConfigError, ExitCode
-from fp_monitor.domain.models import FailOn
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.models import FailOn, Status
 
 if TYPE_CHECKING:
     from fp_monitor.domain.models import CheckResult
@@ -46,7 +47,12 @@ def check(
     output_format: FormatOption = OutputFormat.TABLE,
     quiet: Annotated[
         bool,
-        typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only the targets that are unexpected or could not be probed (nothing "
+            "when there are none), whatever the exit code.",
+        ),
     ] = False,
     samples: SamplesOption = None,
     fail_on: FailOnOption = FailOn.NEW,
@@ -105,8 +111,13 @@ def check(
         write_textfile(metrics_file, loaded, result)
     for failure in notify_check(loaded, result):
         stderr_line(f"fpmon: warning: {failure}")
-    if quiet and result.exit_code == ExitCode.OK:
-        return result.exit_code
+    if quiet:
+        # Report-only mode (--exit-zero) must still report: what is shown depends on the
+        # targets, not on the exit code.
+        worth = tuple(t for t in result.targets if t.unexpected or t.status is Status.ERROR)
+        if not worth:
+            return result.exit_code
+        result = dataclasses.replace(result, targets=worth)
     _print_check(result, shown_format)
     return result.exit_code
 
