@@ -167,6 +167,7 @@ def detect_target(
         result,
         learning=after.learning if learns else None,
         unseen_estimate=after.unseen_estimate,
+        learning_ended=learns and before.learning and not after.learning,
     )
 
 

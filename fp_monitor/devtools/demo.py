@@ -55,7 +55,6 @@ def run_demo(console: Console) -> int:
                 style="dim",
             )
         )
-        learning = False
         for number, (story, fleet) in enumerate(STEPS, start=1):
             if fleet is not None:
                 fake.set_model(MODEL, fleet)
@@ -70,11 +69,6 @@ def run_demo(console: Console) -> int:
                     f"(exit code {int(result.exit_code)})"
                 )
             )
-            if learning and not target.learning:
-                console.print(
-                    Text("-> learning is over: from now on a value never seen is `new`, an alarm")
-                )
-            learning = bool(target.learning)
     console.print()
     console.print(
         "Next: `fpmon init` writes fpmon.toml for the provider keys in your environment; "

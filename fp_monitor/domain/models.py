@@ -174,6 +174,9 @@ class TargetResult:
     (learning = false, or a lock entry)."""
     unseen_estimate: float | None = None
     """After this check: Good-Turing estimate of the share served by values never seen."""
+    learning_ended: bool = False
+    """This check ended the target's learning: from the next one on, a value never seen is
+    `new`."""
 
 
 @dataclass(frozen=True)

@@ -132,15 +132,8 @@ def render_check(console: Console, result: CheckResult) -> None:
         console.print(diff)
     for target in result.targets:
         _print_errors(console, target)
-        if target.learning:
-            estimate = target.unseen_estimate or 0.0
-            console.print(
-                Text(
-                    f"{clean(target.name)}: learning its served set (unseen share estimated at "
-                    f"{estimate:.1%}); values not seen before are `learned`, not alarms",
-                    style="dim",
-                )
-            )
+        if (note := learning_note(target)) is not None:
+            console.print(Text(note, style="dim"))
         if target.unexpected:
             hint = (
                 f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
@@ -152,6 +145,29 @@ def render_check(console: Console, result: CheckResult) -> None:
             )
     if not result.recorded:
         console.print(Text("dry run: nothing was recorded", style="dim"))
+
+
+def learning_note(target: TargetResult) -> str | None:
+    """A line when the target's learning starts (its first check) and when it ends, nothing in
+    between. Not on a `new` first check: `--locked` makes a target without a lock entry `new`
+    even while it learns, and then its values are not `learned`."""
+    estimate = (
+        "not estimated yet"
+        if target.unseen_estimate is None
+        else f"estimated at {target.unseen_estimate:.1%}"
+    )
+    name = clean(target.name)
+    if target.learning and target.status is Status.FIRST:
+        return (
+            f"{name}: learning its served set (unseen share {estimate}); until it ends, values "
+            "not seen before are `learned`, not alarms"
+        )
+    if target.learning_ended:
+        return (
+            f"{name}: learning is over (unseen share {estimate}): from now on a value never "
+            "seen is `new`, an alarm"
+        )
+    return None
 
 
 def _print_errors(console: Console, target: TargetResult) -> None:
