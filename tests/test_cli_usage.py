@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Run
 
-LIBRARY_WORDING = ("Value error", "Input should", "Invalid value for", "is not one of")
+LIBRARY_WORDING = ("Value error", "Input should", "Invalid value for", "is not one of", ": (")
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,7 @@ LIBRARY_WORDING = ("Value error", "Input should", "Invalid value for", "is not o
             "--format 'xml': expected one of table, json, jsonl, csv, markdown",
         ),
         (("watch", "--every", "5x"), "--every: '5x' is not a duration"),
+        (("watch",), "Missing option '--every'"),
         (
             ("fake-api", "--port", "70000"),
             "--port '70000': expected a whole number from 0 to 65535",

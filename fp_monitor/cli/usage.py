@@ -13,7 +13,7 @@ import enum
 from typing import Any
 
 from typer._click import Context
-from typer._click.exceptions import BadParameter, UsageError
+from typer._click.exceptions import BadParameter, MissingParameter, UsageError
 from typer.core import TyperGroup
 
 
@@ -39,7 +39,7 @@ class FlagGroup(TyperGroup):
 
 def usage_error(exc: UsageError) -> str:
     """The one-line message of a usage error, in fpmon's words."""
-    if not isinstance(exc, BadParameter) or exc.param is None:
+    if not isinstance(exc, BadParameter) or isinstance(exc, MissingParameter) or not exc.param:
         return exc.format_message().strip()
     param = exc.param
     name = "/".join(param.opts)
