@@ -41,13 +41,35 @@ def describe(target: TargetResult) -> str:
     if target.status is Status.ERROR:
         shown = sorted({f"{e.kind.value}: {clean(e.message)}" for e in target.errors})
         return "; ".join(shown)
-    moves = [
-        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}" for c in target.changes
-    ] or [f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"]
+    served = f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"
+    if target.status is Status.NEW:
+        moves = _outside_known(target) or [f"no lock entry (--locked); {served}"]
+    else:
+        moves = [_move(c.field, c.before, c.now) for c in target.changes] or [served]
     text = "; ".join(moves)
     if target.unexpected and target.status is Status.NEW:
         text += f". If expected, accept it: fpmon accept {target.name}"
     return text
+
+
+def _move(field: str, before: Iterable[str], now: Iterable[str]) -> str:
+    return f"{field}: {show_values(before)} -> {show_values(now)}"
+
+
+def _outside_known(target: TargetResult) -> list[str]:
+    """A `new` target's values against what detection held them to, the values before: the
+    lock entry (accepted) or everything recorded for the target (known). Not the previous
+    check's, which with a lock is often the same new value, seen once already."""
+    moves = [
+        _move(field, before, now)
+        for field, before, now in (
+            ("fingerprint", target.known, target.fingerprints),
+            ("model", target.known_models, target.models),
+        )
+        if set(now) - set(before)
+    ]
+    headers = [c for c in target.changes if c.field not in ("fingerprint", "model")]
+    return moves + [_move(c.field, c.before, c.now) for c in headers]
 
 
 def show_values(tokens: Iterable[str] | None) -> str:

@@ -56,8 +56,9 @@ def csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def markdown_table(table: Table) -> str:
-    """A rich table's header and cells as a markdown table (GitHub's flavour), under its title."""
+def markdown_table(table: Table, level: int = 3) -> str:
+    """A rich table's header and cells as a markdown table (GitHub's flavour), under its title
+    as a heading of this level."""
     headers = [str(column.header) for column in table.columns]
     rows = zip(*(list(column.cells) for column in table.columns), strict=True)
     lines = [
@@ -67,7 +68,7 @@ def markdown_table(table: Table) -> str:
     for row in rows:
         cells = [cell.plain if isinstance(cell, Text) else str(cell) for cell in row]
         lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
-    title = [f"### {markdown_cell(str(table.title))}", ""] if table.title else []
+    title = [f"{'#' * level} {markdown_cell(str(table.title))}", ""] if table.title else []
     return "\n".join([*title, *lines]) + "\n"
 
 

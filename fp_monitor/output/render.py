@@ -134,17 +134,19 @@ def render_check(console: Console, result: CheckResult) -> None:
         _print_errors(console, target)
         if (note := learning_note(target)) is not None:
             console.print(Text(note, style="dim"))
-        if target.unexpected:
-            hint = (
-                f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
-            )
-            console.print(
-                Text(
-                    f"{clean(target.name)}: {STATUS_MEANING[target.status]}{hint}", style="bold red"
-                )
-            )
+        if (line := explanation(target)) is not None:
+            console.print(Text(line, style="bold red"))
     if not result.recorded:
         console.print(Text("dry run: nothing was recorded", style="dim"))
+
+
+def explanation(target: TargetResult) -> str | None:
+    """What an unexpected target's status means, and how to accept a new value (None when the
+    target is as expected)."""
+    if not target.unexpected:
+        return None
+    hint = f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
+    return clean(f"{target.name}: {STATUS_MEANING[target.status]}{hint}")
 
 
 def learning_note(target: TargetResult) -> str | None:

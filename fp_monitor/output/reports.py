@@ -12,6 +12,8 @@ from fp_monitor.domain.models import CheckResult, Status
 from fp_monitor.domain.text import clean, describe, show_latency, show_values
 from fp_monitor.fileio import write_atomic
 from fp_monitor.output.formats import markdown_cell as _md
+from fp_monitor.output.formats import markdown_table
+from fp_monitor.output.render import diff_table, explanation
 
 
 def junit_xml(result: CheckResult) -> str:
@@ -61,10 +63,17 @@ def markdown(result: CheckResult) -> str:
             show_latency(t.latency_ms),
         ]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    changes = diff_table(result)
+    if changes is not None:
+        lines += ["", markdown_table(changes, level=4).rstrip("\n")]
     notes = [
-        f"- **{_md(t.name)}**: {_md(describe(t))}" for t in result.targets if t.changes or t.errors
+        f"- **{_md(t.name)}**: {_md(describe(t))}"
+        for t in result.targets
+        if t.changes or t.errors or t.unexpected
     ]
-    return "\n".join(["### fpmon check", "", *lines, "", *notes]).rstrip() + "\n"
+    explained = [_md(line) for t in result.targets if (line := explanation(t)) is not None]
+    parts = ["### fpmon check", "", *lines, "", *notes, "", *explained]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def workflow_commands(result: CheckResult) -> list[str]:
