@@ -26,6 +26,7 @@ from fp_monitor.cli.options import (
     SourceOption,
     TargetsArgument,
     chosen_format,
+    require_baseline,
     stderr_line,
     warn_insecure,
 )
@@ -88,6 +89,7 @@ def check(
     from fp_monitor.output.reports import publish
 
     shown_format = chosen_format(ctx, as_json, output_format)
+    require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
     if metrics_file is not None:

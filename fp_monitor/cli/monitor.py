@@ -20,6 +20,7 @@ from fp_monitor.cli.options import (
     TargetsArgument,
     duration,
     percent,
+    require_baseline,
     stderr_line,
     warn_insecure,
 )
@@ -88,6 +89,7 @@ def watch(
     from fp_monitor.output.render import make_console
     from fp_monitor.watch import WatchOptions, run_watch
 
+    require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
     check_options = CheckOptions(

@@ -14,6 +14,7 @@ import typer
 from typer._click.core import ParameterSource
 from typer._click.exceptions import UsageError
 
+from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ALL_SOURCES, FailOn, Source
 from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
@@ -206,6 +207,16 @@ def when_option(help: str, *, has_default: bool = False) -> Any:
         help=f"{help}: a duration back from now (30d, 12h, 0s) or an ISO date.",
         show_default=has_default,
     )
+
+
+def require_baseline(path: Path | None) -> None:
+    """An explicit --baseline names a lock to check against: a missing file is a mistake, not
+    an empty lock (`fpmon accept` writes a new one)."""
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"--baseline {path}: no such file (`fpmon accept --baseline {path}` writes one; "
+            "without --baseline, the default lock is used and may not exist yet)"
+        )
 
 
 def warn_insecure(targets: Sequence[Target]) -> None:
