@@ -21,6 +21,7 @@ from fp_monitor.accept import AcceptResult
 from fp_monitor.audit import Imported, Pruned, Verified
 from fp_monitor.domain.models import CheckResult, Status
 from fp_monitor.domain.text import clean, describe, show_interval, show_value
+from fp_monitor.output.layout import Fitted
 from fp_monitor.output.render import result_table, show_when
 from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
 
@@ -128,7 +129,7 @@ def watch_view(
         when = f"check {round_.number} at {round_.result.checked_at:%H:%M:%S} UTC"
         if round_.next_at is not None:
             when += f"; next at {round_.next_at:%H:%M:%S} UTC"
-        parts += [Text(when, style="dim"), result_table(round_.result)]
+        parts += [Text(when, style="dim"), Fitted(result_table(round_.result))]
     if shown := list(recent):
         parts += [Text(""), Text("recent changes and errors", style="bold")]
         parts += [Text(line) for line in shown]

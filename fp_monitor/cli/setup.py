@@ -33,6 +33,7 @@ def targets(
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
     from fp_monitor.config.settings import load_config
     from fp_monitor.output.formats import markdown_table, print_document
+    from fp_monitor.output.layout import Fitted
     from fp_monitor.output.render import TARGET_FIELDS, make_console, targets_json, targets_table
 
     shown = chosen_format(ctx, as_json, output_format)
@@ -40,7 +41,7 @@ def targets(
     if shown is OutputFormat.JSON:
         print(json.dumps(targets_json(loaded), indent=2))
     elif shown is OutputFormat.TABLE:
-        make_console().print(targets_table(loaded))
+        make_console().print(Fitted(targets_table(loaded)))
     elif shown is OutputFormat.MARKDOWN:
         print(markdown_table(targets_table(loaded)), end="")
     else:

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from rich import box
 from rich.console import Console
@@ -39,6 +39,7 @@ from fp_monitor.domain.text import (
     show_values,
 )
 from fp_monitor.output.formats import markdown_table, print_document
+from fp_monitor.output.layout import Fitted, TrimmedLines
 
 if TYPE_CHECKING:
     from fp_monitor.domain.learning import Trust
@@ -71,7 +72,7 @@ def make_console(file: IO[str] | None = None) -> Console:
     # NO_COLOR means no escape sequences at all: rich's no_color alone would keep bold.
     plain = bool(os.environ.get("NO_COLOR")) or not terminal
     return Console(
-        file=stream,
+        file=stream if terminal else cast(IO[str], TrimmedLines(stream)),
         no_color=plain,
         force_terminal=not plain,
         width=None if terminal else _PIPED_WIDTH,
@@ -126,10 +127,10 @@ def diff_table(result: CheckResult) -> Table | None:
 
 
 def render_check(console: Console, result: CheckResult) -> None:
-    console.print(result_table(result))
+    console.print(Fitted(result_table(result)))
     if (diff := diff_table(result)) is not None:
         console.print()
-        console.print(diff)
+        console.print(Fitted(diff))
     for target in result.targets:
         _print_errors(console, target)
         if (note := learning_note(target)) is not None:
@@ -456,7 +457,7 @@ def render_observations(records: Sequence[Recorded], output_format: str, stdout:
 def _print_table(table: Table, rows: bool, empty: str, stdout: IO[str]) -> None:
     console = make_console(stdout)
     if rows:
-        console.print(table)
+        console.print(Fitted(table))
     else:
         console.print(Text(empty, style="dim"))
 
@@ -525,6 +526,7 @@ def timeline_table(stats: TargetStats) -> Table:
     """One row per fingerprint, time along the row."""
     table = _table("fingerprint", "timeline")
     table.show_header = False
+    table.columns[1].no_wrap = True  # a row of time: wrapped, it would read as another row
     for row in stats.timeline.rows:
         glyphs = "".join(TIMELINE_GLYPHS[c.value] for c in row.cells)
         table.add_row(Text(show_value(row.value)), Text(glyphs, style="green"))
@@ -536,16 +538,16 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
     if not stats:
         console.print(Text("no checks in this range", style="dim"))
         return
-    console.print(stats_table(stats))
+    console.print(Fitted(stats_table(stats)))
     for target in stats:
         console.print()
         console.print(Text(timeline_title(target)))
-        console.print(timeline_table(target))
+        console.print(Fitted(timeline_table(target)))
         if target.trust is not None and target.trust.samples:
             console.print()
             for line in trust_lines(target.target, target.trust):
                 console.print(Text(line))
-            console.print(trust_table(target.trust))
+            console.print(Fitted(trust_table(target.trust)))
 
 
 def trust_lines(name: str, trust: Trust) -> list[str]:
