@@ -13,7 +13,7 @@ from typer._click.exceptions import UsageError
 from typer.exceptions import TyperException
 
 from fp_monitor import __version__
-from fp_monitor.cli.options import EXIT_CODES_HELP, stderr_line
+from fp_monitor.cli.options import EXIT_CODES_HELP, Reported, stderr_line
 from fp_monitor.cli.usage import FlagGroup, usage_error
 from fp_monitor.domain.errors import ExitCode, FpmonError
 
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
             stderr_line("fpmon: interrupted")
         return code
+    except Reported as exc:
+        return exc.code
     except FpmonError as exc:
         stderr_line(f"fpmon: error: {exc}")
         return exc.exit_code

@@ -126,6 +126,7 @@ def export(
     """Write the whole history as JSON lines, one observation with its chain fields per line."""
     from fp_monitor.audit import export_history
     from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.text import plural
     from fp_monitor.fileio import check_writable
 
     if output is not None:
@@ -133,7 +134,7 @@ def export(
     loaded = load_config(config, history=history, require_targets=False)
     count = export_history(loaded.history, output, sys.stdout)
     if output is not None:
-        print(f"exported {count} records to {output}")
+        print(f"exported {plural(count, 'record')} to {output}")
     return ExitCode.OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +30,15 @@ EXIT_CODES_HELP = (
     "not be probed; 4 the history could not be read or written; 70 internal error (--debug "
     "shows the traceback); 130 interrupted."
 )
+
+
+class Reported(Exception):
+    """A command has printed why it ended: `main` exits with `code` and adds no line of its own
+    (a watch stopped by Ctrl-C says so itself, with how many checks it made)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 MAX_COUNT = 1_000_000_000
@@ -188,6 +198,46 @@ def percent(text: str) -> float:
     return share
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """--jitter as written: a share of the interval (10%) or a duration (5s); 0 is none."""
+
+    text: str
+    share: float | None = None
+    seconds: float | None = None
+
+    def share_of(self, every: float) -> float:
+        """The share of an interval of `every` seconds that this jitter varies it by."""
+        if self.share is not None:
+            return self.share
+        assert self.seconds is not None  # parse_jitter gives one or the other
+        if self.seconds == 0:
+            return 0.0
+        if every <= 0 or self.seconds >= every:
+            raise UsageError(
+                f"--jitter {self.text}: must be shorter than --every, or a share like 10%"
+            )
+        return self.seconds / every
+
+
+def parse_jitter(text: str) -> Jitter:
+    """`10%` (of the interval) or `5s` (a duration); a bare number other than 0 says neither,
+    so it is refused with both readings."""
+    stripped = text.strip()
+    if stripped.endswith("%") or stripped in ("0", "0.0"):
+        return Jitter(stripped, share=percent(stripped))
+    try:
+        return Jitter(stripped, seconds=duration(stripped))
+    except typer.BadParameter:
+        try:
+            float(stripped)
+        except ValueError:
+            problem = "is neither a share of the interval (10%) nor a duration (5s)"
+        else:
+            problem = f"has no unit: write {stripped}% (a share of the interval) or {stripped}s"
+        raise typer.BadParameter(f"{text!r} {problem}") from None
+
+
 def moment(text: str) -> datetime:
     from fp_monitor.config.settings import parse_moment
 
@@ -224,7 +274,7 @@ def warn_insecure(targets: Sequence[Target]) -> None:
 
     for target in targets:
         if sends_key_in_clear(target):
-            stderr_line(f"warning: target {target.name} sends its API key over plain http")
+            stderr_line(f"fpmon: warning: target {target.name} sends its API key over plain http")
 
 
 def stderr_line(message: str) -> None:

@@ -60,10 +60,14 @@ def proxy(
         loaded = load_config(config, history=history, require_targets=False)
         require_known_target(loaded, target)
     if not is_loopback(host):
-        stderr_line(f"warning: {listen} is reachable from other machines: anyone there can use it")
+        stderr_line(
+            f"fpmon: warning: {listen} is reachable from other machines: anyone there can use it"
+        )
     shown = shown_upstream(upstream)
     if in_clear(upstream):
-        stderr_line(f"warning: {shown} is plain http: your application's key travels in clear")
+        stderr_line(
+            f"fpmon: warning: {shown} is plain http: your application's key travels in clear"
+        )
 
     def ready(url: str, recorder: Recorder) -> None:
         print(

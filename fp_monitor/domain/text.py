@@ -100,9 +100,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def show_duration(delta: timedelta | None) -> str:
-    """'3d 4h', '12m', '45s': the two largest units."""
+    """'3d 4h', '12m', '45s': the two largest units; '250ms' below a second."""
     if delta is None:
         return "-"
+    if 0 < delta.total_seconds() < 1:  # "0s" would say there is no time at all
+        return f"{max(1, round(delta.total_seconds() * 1000))}ms"
     seconds = int(delta.total_seconds())
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
