@@ -90,7 +90,13 @@ def fake_api(
     ] = None,
 ) -> int:
     """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
-    from fp_monitor.devtools.fake_api import FakeAPI, default_fleet, load_config, serve
+    from fp_monitor.devtools.fake_api import (
+        CONTROL_ENDPOINTS,
+        FakeAPI,
+        default_fleet,
+        load_config,
+        serve,
+    )
 
     try:
         fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
@@ -98,7 +104,10 @@ def fake_api(
         raise ConfigError(f"--config {exc}") from None
 
     def ready(base_url: str) -> None:
-        print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
+        models = ", ".join(fake.models()) or "none by name"
+        print(f"fake API serving on {base_url} (Ctrl-C to stop)")
+        print(f"models: {models} (any other model: the default behaviour)")
+        print(f"control endpoints: {', '.join(CONTROL_ENDPOINTS)}", flush=True)
 
     try:
         serve(fake, ready)

@@ -114,7 +114,9 @@ def diff_table(result: CheckResult) -> Table | None:
     changes = [c for t in result.targets for c in t.changes]
     if not changes:
         return None
-    table = _table("target", "field", "before", "now", "before first seen", title="changes")
+    # The last column: since when the values before had been served (the earliest first
+    # record of any of them), i.e. how long the configuration that changed had been in place.
+    table = _table("target", "field", "before", "now", "before seen since", title="changes")
     for change in changes:
         table.add_row(
             Text(clean(change.target)),
