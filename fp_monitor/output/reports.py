@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TextIO
 
 from fp_monitor.domain.models import CheckResult, Status
-from fp_monitor.domain.text import clean, describe, show_latency, show_values
+from fp_monitor.domain.text import clean, describe
 from fp_monitor.fileio import write_atomic
 from fp_monitor.output.formats import markdown_cell as _md
 from fp_monitor.output.formats import markdown_table
-from fp_monitor.output.render import diff_table, explanation
+from fp_monitor.output.render import diff_table, explanation, result_table
 
 
 def junit_xml(result: CheckResult) -> str:
@@ -50,19 +50,9 @@ def junit_xml(result: CheckResult) -> str:
 
 
 def markdown(result: CheckResult) -> str:
-    lines = [
-        "| target | status | fingerprints | models | latency |",
-        "|---|---|---|---|---|",
-    ]
-    for t in result.targets:
-        cells = [
-            t.name,
-            t.status.value,
-            show_values(t.fingerprints),
-            show_values(t.models),
-            show_latency(t.latency_ms),
-        ]
-        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    """The check as the terminal shows it, in markdown: the result table, the changes table,
+    a line per target that changed or failed, and what an unexpected status means."""
+    lines = markdown_table(result_table(result)).rstrip("\n").splitlines()
     changes = diff_table(result)
     if changes is not None:
         lines += ["", markdown_table(changes, level=4).rstrip("\n")]
