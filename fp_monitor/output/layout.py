@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
@@ -38,17 +39,20 @@ class Fitted:
         table = self.table
         wide = options.update(max_width=_UNBOUNDED)
         columns = [
-            [Measurement.get(console, wide, cell) for cell in _column_cells(table, i)]
+            [_widths(console, wide, cell) for cell in _column_cells(table, i)]
             for i in range(len(table.columns))
         ]
-        natural = [max((m.maximum for m in c), default=0) for c in columns]
+        natural = [max((most for _, most in c), default=0) for c in columns]
         # A column that must not wrap (a timeline row) needs its whole width or a record.
         least = [
-            n if column.no_wrap else max((m.minimum for m in c), default=0)
+            n if column.no_wrap else max((fewest for fewest, _ in c), default=0)
             for n, c, column in zip(natural, columns, table.columns, strict=True)
         ]
-        # What the table adds around its cells: padding, and the separators between columns.
-        chrome = Measurement.get(console, wide, _natural(table)).maximum - sum(natural)
+        # What the table adds around its cells: padding, and the separators between columns
+        # (rich's own arithmetic, as its Table measures itself).
+        chrome = table._extra_width + sum(
+            table._get_padding_width(i) for i in range(len(table.columns))
+        )
         room = options.max_width - chrome
         if sum(natural) <= room:
             return _with_widths(table, [None] * len(natural))
@@ -63,15 +67,23 @@ class Fitted:
         return _with_widths(table, widths)
 
 
+def _widths(console: Console, options: ConsoleOptions, cell: RenderableType) -> tuple[int, int]:
+    """(its longest word, its longest line): the narrowest a cell can be without cutting a
+    word, and its width on one line. Counted directly for text, which every fpmon cell is:
+    a table of thousands of rows is measured once more, so this must be quick."""
+    if isinstance(cell, Text):
+        plain = cell.plain
+        longest_line = max((cell_len(line) for line in plain.splitlines()), default=0)
+        return max((cell_len(word) for word in plain.split()), default=0), longest_line
+    measured = Measurement.get(console, options, cell)
+    return measured.minimum, measured.maximum
+
+
 def _column_cells(table: Table, index: int) -> Iterator[RenderableType]:
     column = table.columns[index]
     if table.show_header:
         yield Text(str(column.header))
     yield from column.cells
-
-
-def _natural(table: Table) -> Table:
-    return _with_widths(table, [None] * len(table.columns))
 
 
 def _with_widths(table: Table, widths: Sequence[int | None]) -> Table:
