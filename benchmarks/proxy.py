@@ -131,8 +131,9 @@ def main() -> None:
     )
     fake, fake_url = start(["fake-api", "--config", str(fleet)])
     history = work / "history.db"
+    command = ["proxy", "--listen", "127.0.0.1:0", "--upstream", fake_url]
     proxy, proxy_url = start(
-        ["proxy", "--listen", "127.0.0.1:0", "--upstream", fake_url, "--target", "bench"],
+        [*command, "--target", "bench", "--new-target"],
         env={"FPMON_HISTORY": str(history)},
     )
     urls = {"direct": fake_url, "proxied": proxy_url}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config.settings import Config
-from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.errors import ConfigError, ExitCode
 from fp_monitor.domain.models import Source
+from fp_monitor.reading import missing_history
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import Acceptance, accept_values, read_lock, write_lock
 
@@ -20,6 +22,8 @@ class AcceptResult:
     never_succeeded: tuple[str, ...]
     """Targets with no successful observation: nothing to accept (exit 3 when named)."""
     exit_code: ExitCode
+    unreadable_lock: str | None = None
+    """Why the lock could not be read, when --replace wrote it anew."""
 
 
 def run_accept(
@@ -32,18 +36,29 @@ def run_accept(
 ) -> AcceptResult:
     """Accept the values of each target's latest successful check (probing first on request)."""
     targets = config.select(list(names))
-    lock = read_lock(config.baseline)  # a broken lock stops everything before any request
+    unreadable = None
+    try:
+        lock = read_lock(config.baseline)  # a broken lock stops everything before any request
+    except ConfigError as exc:
+        if not replace:
+            raise
+        # --replace writes the lock from what was observed: it need not read the old one,
+        # which is how a lock of another version, or a broken one, is regenerated.
+        lock, unreadable = {}, str(exc)
+        check_options = dataclasses.replace(check_options, read_lock=False)
     if probe_first:
         run_check(config, names, check_options)
     history = History.open_readonly(config.history)
+    if history is None:  # as for every command that reads the history: exit 4, not "nothing"
+        raise missing_history(config.history)
     now = datetime.now(UTC)
     changes, never = [], []
     try:
         for target in targets:
             # What fpmon's own probe saw last: one response of the application's traffic is
             # not the served set.
-            facts = history.facts(target.name, frozenset({Source.PROBE})) if history else None
-            if facts is None or facts.previous_fingerprints is None:
+            facts = history.facts(target.name, frozenset({Source.PROBE}))
+            if facts.previous_fingerprints is None:
                 never.append(target.name)
                 continue
             lock[target.name], change = accept_values(
@@ -56,12 +71,12 @@ def run_accept(
             )
             changes.append(change)
     finally:
-        if history is not None:
-            history.close()
+        history.close()
     if any(c.changed for c in changes):
         write_lock(config.baseline, lock)
     return AcceptResult(
         tuple(changes),
         tuple(never),
         ExitCode.PROBE_FAILED if never and names else ExitCode.OK,
+        unreadable if changes else None,
     )

@@ -30,7 +30,7 @@ from fp_monitor.domain.models import (
     TargetFacts,
     TargetResult,
 )
-from fp_monitor.probe.request import DEFAULT_CONCURRENCY, probe
+from fp_monitor.probe.request import DEFAULT_CONCURRENCY, check_credentials, probe
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import read_lock
 
@@ -46,6 +46,9 @@ class CheckOptions:
     """A target without a lock entry is unexpected (the CI gate's strict mode)."""
     sources: frozenset[Source] = ALL_SOURCES
     """Whose observations make the known and previous sets: probes, traffic, or both."""
+    read_lock: bool = True
+    """False: detect without the lock file (for `accept --probe --replace`, which rewrites a
+    lock that cannot be read)."""
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,21 @@ class Plan:
     """The fingerprint formats that decode a change into its parts."""
 
 
-def plan_check(config: Config, names: Sequence[str]) -> Plan:
+def plan_check(config: Config, names: Sequence[str], options: CheckOptions) -> Plan:
     """The named targets (all enabled when none) and the lock: a usage error here stops the
     check before anything is opened, written or spent."""
     targets = config.select(list(names))
     if not targets:
         raise ConfigError("every target is disabled (enabled = false): nothing to check")
-    return Plan(tuple(targets), read_lock(config.baseline), config.grammars)
+    check_credentials(targets)
+    # A broken lock stops everything before any request.
+    lock = read_lock(config.baseline) if options.read_lock else {}
+    return Plan(tuple(targets), lock, config.grammars)
 
 
 def run_check(config: Config, names: Sequence[str], options: CheckOptions) -> CheckResult:
     """Probe the named targets (all enabled when none), record every observation, detect."""
-    plan = plan_check(config, names)
+    plan = plan_check(config, names, options)
     # The history is opened before any request: when it cannot be used, nothing is spent.
     if options.record:
         with History.open(config.history) as history:
@@ -198,6 +204,7 @@ def detect_target(
         result,
         learning=after.learning if learns else None,
         unseen_estimate=after.unseen_estimate,
+        learning_ended=learns and before.learning and not after.learning,
     )
     return with_parts(learned, grammars)
 

@@ -62,7 +62,7 @@ def check_round(
         if reports is not None:
             publish(result, junit=reports.junit, environ=reports.environ, stdout=reports.stdout)
         return Round(result, (), metrics)
-    plan = plan_check(config, names)
+    plan = plan_check(config, names, options)
     with History.open(config.history) as history:
         result = run_plan(plan, options, history)
         notifications = tuple(pending(history, config, result))

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from fp_monitor.config.settings import did_you_mean
+from fp_monitor.config.settings import Config, did_you_mean
 from fp_monitor.domain.errors import ConfigError, HistoryError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import trust
@@ -90,3 +90,18 @@ def targets(history: History, target: str | None) -> list[str]:
             f"no target {target!r} in the history {history.path}{did_you_mean(target, names)}"
         )
     return [target]
+
+
+def require_known_target(config: Config, name: str) -> None:
+    """Refuse a target name that neither the configuration nor the history knows: a typo would
+    quietly start the history of a new target (ConfigError, with the closest known name)."""
+    names = {t.name for t in config.targets}
+    history = History.open_readonly(config.history)
+    if history is not None:
+        with history:
+            names.update(history.targets())
+    if name not in names:
+        raise ConfigError(
+            f"unknown target {name!r}{did_you_mean(name, sorted(names))}: name one from the "
+            "configuration or the history, or pass --new-target to record a new one"
+        )

@@ -9,14 +9,17 @@ import traceback
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import UsageError
 from typer.exceptions import TyperException
 
 from fp_monitor import __version__
-from fp_monitor.cli.options import EXIT_CODES_HELP, stderr_line
+from fp_monitor.cli.options import EXIT_CODES_HELP, Reported, stderr_line
+from fp_monitor.cli.usage import FlagGroup, usage_error
 from fp_monitor.domain.errors import ExitCode, FpmonError
 
 app = typer.Typer(
     name="fpmon",
+    cls=FlagGroup,
     help=(
         "Monitor the backend fingerprints (system_fingerprint) of OpenAI-compatible LLM APIs.\n\n"
         "Start with `fpmon demo` (no keys needed), then `fpmon init` and `fpmon check`.\n\n"
@@ -64,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
             stderr_line("fpmon: interrupted")
         return code
+    except Reported as exc:
+        return exc.code
     except FpmonError as exc:
         stderr_line(f"fpmon: error: {exc}")
         return exc.exit_code
     except TyperException as exc:
         # Usage errors: one line and where to read more; exit 2 like every usage error.
-        message = exc.format_message().strip()
+        message = usage_error(exc) if isinstance(exc, UsageError) else exc.format_message()
+        message = message.strip()
         if not message:  # `fpmon` alone: typer has printed the help already
             return ExitCode.USAGE
         if "\n" in message:

@@ -20,13 +20,20 @@ from rich.text import Text
 from fp_monitor.accept import AcceptResult
 from fp_monitor.audit import Imported, Pruned, Verified
 from fp_monitor.domain.models import CheckResult, Status
-from fp_monitor.domain.text import clean, describe, show_interval, show_value
+from fp_monitor.domain.text import clean, describe, plural, show_interval, show_value
+from fp_monitor.output.layout import Fitted
 from fp_monitor.output.render import result_table, show_when
 from fp_monitor.watch import WatchObserver, WatchRound, WatchStart
 
 
 def render_accept(lock_path: Path, result: AcceptResult) -> None:
     """What accept added and removed per target (plain lines: people paste them in reviews)."""
+    if result.unreadable_lock is not None:
+        print(
+            f"fpmon: warning: {clean(result.unreadable_lock)}; writing it anew from what was "
+            "observed, as --replace does (entries of targets not accepted now are not kept)",
+            file=sys.stderr,
+        )
     for change in result.changes:
         if not change.changed:
             print(f"{clean(change.target)}: unchanged")
@@ -50,7 +57,7 @@ def render_accept(lock_path: Path, result: AcceptResult) -> None:
 
 
 def render_verified(verified: Verified) -> None:
-    print(f"verified {verified.records} records: the chain is intact")
+    print(f"verified {plural(verified.records, 'record')}: the chain is intact")
     print(f"head: record {verified.head_id}, hash {verified.head_hash}")
     if verified.seal is not None:
         seal = verified.seal
@@ -58,7 +65,8 @@ def render_verified(verified: Verified) -> None:
     for c in verified.checkpoints:
         when = c.created_at.strftime("%Y-%m-%d %H:%M UTC")
         if c.kind.value == "prune":
-            print(f"checkpoint: {when} prune deleted {c.records} records up to record {c.after_id}")
+            deleted = plural(c.records, "record")
+            print(f"checkpoint: {when} prune deleted {deleted} up to record {c.after_id}")
         else:
             print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
 
@@ -73,15 +81,17 @@ def render_imported(source: Path, history: Path, imported: Imported) -> None:
             file=sys.stderr,
         )
     print(
-        f"imported {imported.appended} records ({imported.checks} checks) into {history}; "
-        f"{imported.present} already present and {len(imported.invalid)} invalid lines skipped"
+        f"imported {plural(imported.appended, 'record')} ({plural(imported.checks, 'check')}) "
+        f"into {history}; {imported.present} already present and "
+        f"{plural(len(imported.invalid), 'invalid line')} skipped"
     )
 
 
 def render_pruned(history: Path, pruned: Pruned) -> None:
     verb = "would prune" if pruned.dry_run else "pruned"
     print(
-        f"{verb} {pruned.observations} observations and {pruned.checks} checks older than "
+        f"{verb} {plural(pruned.observations, 'observation')} and "
+        f"{plural(pruned.checks, 'check')} older than "
         f"{show_when(pruned.cutoff)} from {history}; the known values and each target's latest "
         "successful check are kept"
     )
@@ -96,19 +106,31 @@ def _mib(size: int) -> str:
 RECENT_LINES = 8
 
 
-def watch_lines(result: CheckResult) -> list[str]:
-    """One plain line per target whose check changed something or had an error."""
-    stamp = result.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = []
-    for target in result.targets:
-        if target.status is Status.SAME and not target.errors:
-            continue
-        text = describe(target)
-        if target.errors and target.status is not Status.ERROR:
-            kinds = ", ".join(sorted({e.kind.value for e in target.errors}))
-            text += f"; {len(target.errors)} of {target.samples} samples failed ({kinds})"
-        lines.append(f"{stamp} {clean(target.name)} {target.status.value} {text}")
-    return lines
+class WatchLines:
+    """One plain line per target whose check changed something, had an error, or recovered
+    from the failed checks before it (a recovery is news even when the values are the same)."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, int] = {}
+        """Checks failed in a row so far, per target."""
+
+    def of(self, result: CheckResult) -> list[str]:
+        stamp = result.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines = []
+        for target in result.targets:
+            if target.status is Status.ERROR:
+                self.failed[target.name] = self.failed.get(target.name, 0) + 1
+            failed = 0 if target.status is Status.ERROR else self.failed.pop(target.name, 0)
+            if target.status is Status.SAME and not target.errors and not failed:
+                continue
+            text = describe(target)
+            if failed:
+                text = f"recovered after {plural(failed, 'failed check')}; {text}"
+            if target.errors and target.status is not Status.ERROR:
+                kinds = ", ".join(sorted({e.kind.value for e in target.errors}))
+                text += f"; {len(target.errors)} of {target.samples} samples failed ({kinds})"
+            lines.append(f"{stamp} {clean(target.name)} {target.status.value} {text}")
+        return lines
 
 
 def watch_view(
@@ -125,7 +147,7 @@ def watch_view(
         when = f"check {round_.number} at {round_.result.checked_at:%H:%M:%S} UTC"
         if round_.next_at is not None:
             when += f"; next at {round_.next_at:%H:%M:%S} UTC"
-        parts += [Text(when, style="dim"), result_table(round_.result)]
+        parts += [Text(when, style="dim"), Fitted(result_table(round_.result))]
     if shown := list(recent):
         parts += [Text(""), Text("recent changes and errors", style="bold")]
         parts += [Text(line) for line in shown]
@@ -138,6 +160,7 @@ class _Lines:
     def __init__(self, console: Console, err: Callable[[str], None]) -> None:
         self.console = console
         self.err = err
+        self.lines = WatchLines()
 
     def started(self, start: WatchStart) -> None:
         where = f"; metrics at {start.metrics_url}" if start.metrics_url else ""
@@ -145,7 +168,7 @@ class _Lines:
         self.err(f"fpmon: watching {targets} every {show_interval(start.every)}{where}")
 
     def checked(self, round_: WatchRound) -> None:
-        for line in watch_lines(round_.result):
+        for line in self.lines.of(round_.result):
             self.console.print(Text(line))
         for failure in round_.failures:
             self.err(f"fpmon: warning: {failure}")
@@ -156,6 +179,7 @@ class _LiveTable:
         self.live = live
         self.err = err
         self.recent: deque[str] = deque(maxlen=RECENT_LINES)
+        self.lines = WatchLines()
         self.start: WatchStart | None = None
 
     def started(self, start: WatchStart) -> None:
@@ -164,7 +188,7 @@ class _LiveTable:
 
     def checked(self, round_: WatchRound) -> None:
         assert self.start is not None  # the watch starts before it checks
-        self.recent.extend(watch_lines(round_.result))
+        self.recent.extend(self.lines.of(round_.result))
         self.live.update(watch_view(self.start, round_, self.recent), refresh=True)
         for failure in round_.failures:
             self.err(f"fpmon: warning: {failure}")  # Live prints stderr above the table

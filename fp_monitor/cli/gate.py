@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -16,17 +17,21 @@ from fp_monitor.cli.options import (
     ConcurrencyOption,
     ConfigOption,
     FailOnOption,
+    FormatOption,
     HistoryOption,
+    JsonOption,
     OutputFormat,
     SamplesOption,
     SourceChoice,
     SourceOption,
     TargetsArgument,
+    chosen_format,
+    require_baseline,
     stderr_line,
     warn_insecure,
 )
-from fp_monitor.domain.errors import ConfigError, ExitCode
-from fp_monitor.domain.models import FailOn
+from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.models import FailOn, Status
 
 if TYPE_CHECKING:
     from fp_monitor.domain.models import CheckResult
@@ -34,17 +39,21 @@ if TYPE_CHECKING:
 
 @app.command()
 def check(
+    ctx: typer.Context,
     targets: TargetsArgument = None,
     config: ConfigOption = None,
     history: HistoryOption = None,
     baseline: BaselineOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="How to print the result.")
-    ] = OutputFormat.TABLE,
+    as_json: JsonOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     quiet: Annotated[
         bool,
-        typer.Option("--quiet", "-q", help="Print only when something changed or failed."),
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print only the targets that are unexpected or could not be probed (nothing "
+            "when there are none), whatever the exit code.",
+        ),
     ] = False,
     samples: SamplesOption = None,
     fail_on: FailOnOption = FailOn.NEW,
@@ -74,15 +83,20 @@ def check(
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions
     from fp_monitor.config.settings import load_config
+    from fp_monitor.fileio import check_writable
     from fp_monitor.output.metrics import check_textfile
     from fp_monitor.pipeline import Reports, check_round, send
 
+    shown_format = chosen_format(ctx, as_json, output_format)
+    require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
     if metrics_file is not None:
         if no_record:
             raise ConfigError("--metrics-file reads the recorded history: drop --no-record")
         check_textfile(metrics_file)
+    if junit is not None:
+        check_writable(junit, "--junit")
     options = CheckOptions(
         samples=samples,
         fail_on=fail_on,
@@ -97,9 +111,14 @@ def check(
     for failure in send(loaded, round_):
         stderr_line(f"fpmon: warning: {failure}")
     result = round_.result
-    if quiet and result.exit_code == ExitCode.OK:
-        return result.exit_code
-    _print_check(result, OutputFormat.JSON if as_json else output_format)
+    if quiet:
+        # Report-only mode (--exit-zero) must still report: what is shown depends on the
+        # targets, not on the exit code.
+        worth = tuple(t for t in result.targets if t.unexpected or t.status is Status.ERROR)
+        if not worth:
+            return result.exit_code
+        result = dataclasses.replace(result, targets=worth)
+    _print_check(result, shown_format)
     return result.exit_code
 
 
@@ -108,6 +127,12 @@ def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
         from fp_monitor.output.render import check_json
 
         print(json.dumps(check_json(result), indent=2))
+    elif output_format in (OutputFormat.JSONL, OutputFormat.CSV):
+        from fp_monitor.output.formats import print_document
+        from fp_monitor.output.render import CHECK_TARGET_FIELDS, check_json
+
+        document = check_json(result)
+        print_document(output_format, document, "targets", CHECK_TARGET_FIELDS, sys.stdout)
     elif output_format is OutputFormat.MARKDOWN:
         from fp_monitor.output.reports import markdown
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +15,14 @@ from fp_monitor.cli.options import (
     MAX_COUNT,
     BaselineOption,
     ConfigOption,
+    FormatOption,
     HistoryOption,
-    ListFormat,
+    JsonOption,
+    OutputFormat,
     ShownSourceOption,
     SourceChoice,
     TargetArgument,
+    chosen_format,
     duration,
     when_option,
 )
@@ -29,6 +31,7 @@ from fp_monitor.domain.errors import ExitCode
 
 @app.command("history")
 def history_command(
+    ctx: typer.Context,
     target: TargetArgument = None,
     config: ConfigOption = None,
     history: HistoryOption = None,
@@ -40,9 +43,8 @@ def history_command(
     limit: Annotated[
         int, typer.Option(min=1, max=MAX_COUNT, help="Show the newest N (runs or rows).")
     ] = 50,
-    output_format: Annotated[
-        ListFormat, typer.Option("--format", help="How to print it.")
-    ] = ListFormat.TABLE,
+    output_format: FormatOption = OutputFormat.TABLE,
+    as_json: JsonOption = False,
     source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Show the timeline of fingerprint runs per target, or the raw observations."""
@@ -51,38 +53,48 @@ def history_command(
     from fp_monitor.output.render import render_observations, render_runs
     from fp_monitor.reading import read_observations, read_runs
 
+    shown = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config, history=history, require_targets=False)
     window = Window(since, until, source.sources)
     if observations:
         records = read_observations(loaded.history, target, window, limit)
-        render_observations(records, output_format.value, sys.stdout)
+        render_observations(records, shown.value, sys.stdout)
     else:
         runs = read_runs(loaded.history, target, window, limit)
-        render_runs(runs, output_format.value, sys.stdout)
+        render_runs(runs, shown.value, sys.stdout)
     return ExitCode.OK
+
+
+StatsSinceOption = Annotated[datetime, when_option("From this time on", has_default=True)]
 
 
 @app.command()
 def stats(
-    since: Annotated[datetime, when_option("From this time on", default="30d")],
+    ctx: typer.Context,
     target: TargetArgument = None,
+    since: StatsSinceOption = "30d",  # type: ignore[assignment]  # text: `moment` parses it
     config: ConfigOption = None,
     history: HistoryOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    as_json: JsonOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
     source: ShownSourceOption = SourceChoice.ALL,
 ) -> int:
     """Per target: values seen, the set served now with shares, changes, errors, latency."""
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import render_stats, stats_json
+    from fp_monitor.output.formats import markdown_table, print_document
+    from fp_monitor.output.render import STATS_FIELDS, render_stats, stats_json, stats_table
     from fp_monitor.reading import read_stats
 
+    shown = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config, history=history, require_targets=False)
     now = datetime.now(UTC)
     found = read_stats(loaded.history, target, since, now, source.sources, loaded.grammars)
-    if as_json:
-        print(json.dumps(stats_json(found, since, now), indent=2, ensure_ascii=False))
-    else:
+    if shown is OutputFormat.TABLE:
         render_stats(found, sys.stdout)
+    elif shown is OutputFormat.MARKDOWN:
+        print(markdown_table(stats_table(found)), end="")
+    else:
+        print_document(shown, stats_json(found, since, now), "targets", STATS_FIELDS, sys.stdout)
     return ExitCode.OK
 
 
@@ -170,11 +182,15 @@ def export(
     """Write the whole history as JSON lines, one observation with its chain fields per line."""
     from fp_monitor.audit import export_history
     from fp_monitor.config.settings import load_config
+    from fp_monitor.domain.text import plural
+    from fp_monitor.fileio import check_writable
 
+    if output is not None:
+        check_writable(output, "--output")
     loaded = load_config(config, history=history, require_targets=False)
     count = export_history(loaded.history, output, sys.stdout)
     if output is not None:
-        print(f"exported {count} records to {output}")
+        print(f"exported {plural(count, 'record')} to {output}")
     return ExitCode.OK
 
 

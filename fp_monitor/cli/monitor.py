@@ -14,15 +14,19 @@ from fp_monitor.cli.options import (
     ConfigOption,
     FailOnOption,
     HistoryOption,
+    Jitter,
+    Reported,
     SamplesOption,
     SourceChoice,
     SourceOption,
     TargetsArgument,
     duration,
-    percent,
+    parse_jitter,
+    require_baseline,
     stderr_line,
     warn_insecure,
 )
+from fp_monitor.cli.usage import FlagGroup
 from fp_monitor.domain.errors import ExitCode
 from fp_monitor.domain.models import Event, FailOn
 from fp_monitor.domain.text import clean
@@ -53,14 +57,14 @@ def watch(
         ),
     ] = None,
     jitter: Annotated[
-        float,
+        Jitter,
         typer.Option(
-            parser=percent,
-            metavar="PERCENT",
-            help="Vary each interval by up to this much, so that watchers started together "
-            "drift apart.",
+            parser=parse_jitter,
+            metavar="SHARE|DURATION",
+            help="Vary each interval by up to this much, a share of it (10%) or a duration "
+            "(5s), so that watchers started together drift apart; 0 for none.",
         ),
-    ] = "10%",  # type: ignore[assignment]  # typed as on the command line: percent parses it
+    ] = "10%",  # type: ignore[assignment]  # typed as on the command line: the parser reads it
     config: ConfigOption = None,
     history: HistoryOption = None,
     baseline: BaselineOption = None,
@@ -87,6 +91,8 @@ def watch(
     from fp_monitor.output.render import make_console
     from fp_monitor.watch import WatchOptions, run_watch
 
+    jitter_share = jitter.share_of(every)
+    require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
     warn_insecure(loaded.select(targets or []))
     check_options = CheckOptions(
@@ -95,7 +101,7 @@ def watch(
     options = WatchOptions(
         every=every,
         count=count,
-        jitter=jitter,
+        jitter=jitter_share,
         check=check_options,
         metrics_addr=metrics_addr,
         metrics_port=metrics_port,
@@ -105,11 +111,14 @@ def watch(
     if summary.stopped_by:
         done = plural(summary.checks, "check")
         stderr_line(f"fpmon: watch stopped by {summary.stopped_by} after {done}")
+        raise Reported(summary.exit_code)  # that line is all: no "interrupted" after it
     return summary.exit_code
 
 
 notify_app = typer.Typer(
-    help="Notifications: the notify.NAME tables of the config.", no_args_is_help=True
+    help="Notifications: the notify.NAME tables of the config.",
+    no_args_is_help=True,
+    cls=FlagGroup,
 )
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource
+from typer._click.exceptions import UsageError
 
+from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ALL_SOURCES, FailOn, Source
 from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
@@ -26,6 +30,15 @@ EXIT_CODES_HELP = (
     "not be probed; 4 the history could not be read or written; 70 internal error (--debug "
     "shows the traceback); 130 interrupted."
 )
+
+
+class Reported(Exception):
+    """A command has printed why it ended: `main` exits with `code` and adds no line of its own
+    (a watch stopped by Ctrl-C says so itself, with how many checks it made)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 MAX_COUNT = 1_000_000_000
@@ -112,9 +125,40 @@ SourceOption = Annotated[
 
 
 class OutputFormat(StrEnum):
+    """How a command prints its data: the same records and field names in every format."""
+
     TABLE = "table"
     JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
     MARKDOWN = "markdown"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        help="How to print it: a table (plain when piped), one JSON document, JSON lines (one "
+        "record a line), CSV, or a markdown table.",
+    ),
+]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
+
+
+def chosen_format(ctx: typer.Context, as_json: bool, output_format: OutputFormat) -> OutputFormat:
+    """--format, or json for --json; both at once must agree."""
+    if not as_json:
+        return output_format
+    given = ctx.get_parameter_source("output_format")
+    if output_format is not OutputFormat.JSON and given is not ParameterSource.DEFAULT:
+        raise UsageError(
+            f"--json means --format json, which disagrees with --format {output_format.value}: "
+            "give one of them",
+            ctx=ctx,
+        )
+    return OutputFormat.JSON
 
 
 ShownSourceOption = Annotated[
@@ -124,13 +168,6 @@ ShownSourceOption = Annotated[
         help="Whose records: fpmon's probes, your application's recorded traffic, or all.",
     ),
 ]
-
-
-class ListFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    JSONL = "jsonl"
-    CSV = "csv"
 
 
 TargetArgument = Annotated[
@@ -161,6 +198,46 @@ def percent(text: str) -> float:
     return share
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """--jitter as written: a share of the interval (10%) or a duration (5s); 0 is none."""
+
+    text: str
+    share: float | None = None
+    seconds: float | None = None
+
+    def share_of(self, every: float) -> float:
+        """The share of an interval of `every` seconds that this jitter varies it by."""
+        if self.share is not None:
+            return self.share
+        assert self.seconds is not None  # parse_jitter gives one or the other
+        if self.seconds == 0:
+            return 0.0
+        if every <= 0 or self.seconds >= every:
+            raise UsageError(
+                f"--jitter {self.text}: must be shorter than --every, or a share like 10%"
+            )
+        return self.seconds / every
+
+
+def parse_jitter(text: str) -> Jitter:
+    """`10%` (of the interval) or `5s` (a duration); a bare number other than 0 says neither,
+    so it is refused with both readings."""
+    stripped = text.strip()
+    if stripped.endswith("%") or stripped in ("0", "0.0"):
+        return Jitter(stripped, share=percent(stripped))
+    try:
+        return Jitter(stripped, seconds=duration(stripped))
+    except typer.BadParameter:
+        try:
+            float(stripped)
+        except ValueError:
+            problem = "is neither a share of the interval (10%) nor a duration (5s)"
+        else:
+            problem = f"has no unit: write {stripped}% (a share of the interval) or {stripped}s"
+        raise typer.BadParameter(f"{text!r} {problem}") from None
+
+
 def moment(text: str) -> datetime:
     from fp_monitor.config.settings import parse_moment
 
@@ -170,16 +247,26 @@ def moment(text: str) -> datetime:
         raise typer.BadParameter(str(exc)) from None
 
 
-def when_option(help: str, default: str | None = None) -> Any:
-    """An option that takes a time: a duration back from now, or an ISO date."""
+def when_option(help: str, *, has_default: bool = False) -> Any:
+    """An option that takes a time: a duration back from now, or an ISO date. A default is
+    written as text in the signature (`= "30d"`): typer passes it through the parser when the
+    command runs, so it counts back from then, and the help shows it as written."""
     return typer.Option(
         parser=moment,
         metavar="WHEN",
         help=f"{help}: a duration back from now (30d, 12h, 0s) or an ISO date.",
-        # typer passes a default through the parser, so the default is the text
-        default_factory=None if default is None else lambda: default,
-        show_default=default or False,
+        show_default=has_default,
     )
+
+
+def require_baseline(path: Path | None) -> None:
+    """An explicit --baseline names a lock to check against: a missing file is a mistake, not
+    an empty lock (`fpmon accept` writes a new one)."""
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"--baseline {path}: no such file (`fpmon accept --baseline {path}` writes one; "
+            "without --baseline, the default lock is used and may not exist yet)"
+        )
 
 
 def warn_insecure(targets: Sequence[Target]) -> None:
@@ -187,7 +274,7 @@ def warn_insecure(targets: Sequence[Target]) -> None:
 
     for target in targets:
         if sends_key_in_clear(target):
-            stderr_line(f"warning: target {target.name} sends its API key over plain http")
+            stderr_line(f"fpmon: warning: target {target.name} sends its API key over plain http")
 
 
 def stderr_line(message: str) -> None:

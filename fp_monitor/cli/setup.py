@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,9 +12,13 @@ import typer
 from fp_monitor.cli.app import app
 from fp_monitor.cli.options import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
+    OutputFormat,
+    chosen_format,
     stderr_line,
 )
-from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
     pass
@@ -21,20 +26,35 @@ if TYPE_CHECKING:
 
 @app.command()
 def targets(
+    ctx: typer.Context,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
+    as_json: JsonOption = False,
+    output_format: FormatOption = OutputFormat.TABLE,
 ) -> int:
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
     from fp_monitor.config.settings import load_config
-    from fp_monitor.output.render import make_console, targets_json, targets_notes, targets_table
+    from fp_monitor.output.formats import markdown_table, print_document
+    from fp_monitor.output.layout import Fitted
+    from fp_monitor.output.render import (
+        TARGET_FIELDS,
+        make_console,
+        targets_json,
+        targets_notes,
+        targets_table,
+    )
 
+    shown = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config)
-    if as_json:
+    if shown is OutputFormat.JSON:
         print(json.dumps(targets_json(loaded), indent=2))
-    else:
-        make_console().print(targets_table(loaded))
+    elif shown is OutputFormat.TABLE:
+        make_console().print(Fitted(targets_table(loaded)))
         for note in targets_notes(loaded):  # beside the table, not in it: stdout stays a table
             stderr_line(f"note: {note}")
+    elif shown is OutputFormat.MARKDOWN:
+        print(markdown_table(targets_table(loaded)), end="")
+    else:
+        print_document(shown, targets_json(loaded), "targets", TARGET_FIELDS, sys.stdout)
     return ExitCode.OK
 
 
@@ -82,12 +102,31 @@ def fake_api(
     ] = None,
 ) -> int:
     """Serve the built-in OpenAI-compatible fake API on loopback, to rehearse alert pipelines."""
-    from fp_monitor.devtools.fake_api import FakeAPI, default_fleet, load_config, serve
+    from fp_monitor.devtools.fake_api import (
+        CONTROL_ENDPOINTS,
+        FakeAPI,
+        default_fleet,
+        load_config,
+        serve,
+    )
 
-    fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+    try:
+        fake = load_config(config) if config else FakeAPI(default_fleet(), host=host, port=port)
+    except ValueError as exc:  # the fleet file: missing, not TOML, or a key it cannot take
+        raise ConfigError(f"--config {exc}") from None
 
     def ready(base_url: str) -> None:
-        print(f"fake API serving on {base_url} (Ctrl-C to stop)", flush=True)
+        models = ", ".join(fake.models()) or "none by name"
+        print(f"fake API serving on {base_url} (Ctrl-C to stop)")
+        print(f"models: {models} (any other model: the default behaviour)")
+        print(f"control endpoints: {', '.join(CONTROL_ENDPOINTS)}", flush=True)
 
-    serve(fake, ready)
+    try:
+        serve(fake, ready)
+    except OSError as exc:  # only binding can fail: once it listens, it serves until stopped
+        where = "{}:{}".format(*fake.address)
+        raise ConfigError(
+            f"cannot listen on {where}: {exc.strerror or exc} (another --port, or 0 for any "
+            "free port)"
+        ) from None
     return ExitCode.OK

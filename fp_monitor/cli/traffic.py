@@ -26,21 +26,44 @@ def proxy(
         str,
         typer.Option(help="The API to forward to, e.g. https://api.x.ai/v1.", show_default=False),
     ],
-    target: Annotated[str, typer.Option(help="The target name the responses are recorded under.")],
+    target: Annotated[
+        str,
+        typer.Option(
+            help="The target name the responses are recorded under: one from the config or "
+            "the history, unless --new-target."
+        ),
+    ],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8787",
     config: ConfigOption = None,
     history: HistoryOption = None,
+    new_target: Annotated[
+        bool,
+        typer.Option(
+            "--new-target",
+            help="Record under a --target that neither the config nor the history knows yet.",
+        ),
+    ] = False,
 ) -> int:
     """Record the fingerprints of an application's own traffic: a local reverse proxy."""
+    from fp_monitor.config.settings import load_config
     from fp_monitor.net.urls import in_clear, is_loopback
+    from fp_monitor.reading import require_known_target
     from fp_monitor.traffic.proxy import check_upstream, parse_listen, serve_proxy, shown_upstream
 
     check_upstream(upstream)  # before any warning about it: a refused URL is one line
-    if not is_loopback(parse_listen(listen)[0]):
-        stderr_line(f"warning: {listen} is reachable from other machines: anyone there can use it")
+    host = parse_listen(listen)[0]
+    if not new_target:
+        loaded = load_config(config, history=history, require_targets=False)
+        require_known_target(loaded, target)
+    if not is_loopback(host):
+        stderr_line(
+            f"fpmon: warning: {listen} is reachable from other machines: anyone there can use it"
+        )
     shown = shown_upstream(upstream)
     if in_clear(upstream):
-        stderr_line(f"warning: {shown} is plain http: your application's key travels in clear")
+        stderr_line(
+            f"fpmon: warning: {shown} is plain http: your application's key travels in clear"
+        )
 
     def ready(url: str, recorder: Recorder) -> None:
         print(

@@ -281,8 +281,14 @@ class Config:
         by_name = {n.name: n for n in self.notifiers}
         if name not in by_name:
             where = self.source or "the configuration"
+            known = (
+                f"its notifiers: {', '.join(sorted(by_name))}"
+                if by_name
+                else "it has no [notify.NAME] table"
+            )
             raise ConfigError(
-                f"{where}: no {_section('notify', name)} table{did_you_mean(name, by_name)}"
+                f"{where}: no {_section('notify', name)} table{did_you_mean(name, by_name)}; "
+                f"{known}"
             )
         return by_name[name]
 

@@ -21,8 +21,9 @@ MODEL = "demo-model"
 RESOLVED = "demo-model-2026-11-01"
 COMMON, SECOND, RARE = "fp_4f1c2a9e07", "fp_b83d5e6a10", "fp_71d0c9e2aa"
 ROLLOUT = "fp_e9917c3b55"
-# Small numbers so the story fits in five checks; the real defaults are 20 and 100.
+# Small numbers so the story fits in five checks; the story says what the defaults are.
 LEARNING = LearningSettings(bootstrap_samples=8, min_samples=12)
+DEFAULTS = LearningSettings()
 
 
 def _fleet(fingerprints: list[str | None], weights: list[float] | None = None) -> ModelBehaviour:
@@ -32,14 +33,20 @@ def _fleet(fingerprints: list[str | None], weights: list[float] | None = None) -
 # (what happens at the provider, what the fake API serves from then on)
 STEPS: tuple[tuple[str, ModelBehaviour | None], ...] = (
     (
-        "A first check: fpmon takes 8 samples (the bootstrap) of what the backend serves.",
+        f"A first check: fpmon takes {LEARNING.bootstrap_samples} samples (the bootstrap; "
+        f"{DEFAULTS.bootstrap_samples} by default, fewer here to keep the demo short) of what "
+        "the backend serves.",
         _fleet([COMMON, SECOND], [3, 1]),
     ),
     (
         "A rarer backend configuration shows up while fpmon is still learning the set.",
         _fleet([COMMON, SECOND, RARE], [2, 1, 1]),
     ),
-    ("The same backends again: enough samples now, and no value seen only once.", None),
+    (
+        f"The same backends again: enough samples now ({LEARNING.min_samples} here, "
+        f"{DEFAULTS.min_samples} by default), and no value seen only once.",
+        None,
+    ),
     ("The provider rolls out a new backend configuration.", _fleet([ROLLOUT])),
     ("Traffic moves back to a configuration seen before.", _fleet([COMMON])),
 )
@@ -55,7 +62,6 @@ def run_demo(console: Console) -> int:
                 style="dim",
             )
         )
-        learning = False
         for number, (story, fleet) in enumerate(STEPS, start=1):
             if fleet is not None:
                 fake.set_model(MODEL, fleet)
@@ -70,11 +76,6 @@ def run_demo(console: Console) -> int:
                     f"(exit code {int(result.exit_code)})"
                 )
             )
-            if learning and not target.learning:
-                console.print(
-                    Text("-> learning is over: from now on a value never seen is `new`, an alarm")
-                )
-            learning = bool(target.learning)
     console.print()
     console.print(
         "Next: `fpmon init` writes fpmon.toml for the provider keys in your environment; "

@@ -102,6 +102,15 @@ _FAULT_KINDS = (
 # These answer instead of the API; the other kinds change how the API's own answer is delivered.
 _REPLACING_FAULTS = ("status", "html", "not_chat", "drop", "redirect")
 
+CONTROL_ENDPOINTS = (
+    "POST /_fake/models/{name}",
+    "POST /_fake/rotate",
+    "POST /_fake/faults",
+    "GET /_fake/requests",
+    "POST /_fake/reset",
+)
+"""The admin endpoints (see `FakeAPI._admin`), as `fpmon fake-api` lists them when it starts."""
+
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 _MODELS_PATHS = ("/v1/models", "/models")
 _AZURE_CHAT = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
@@ -743,6 +752,11 @@ class FakeAPI:
         self.stop()
 
     @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) it listens on, or is to listen on (port 0: any free port)."""
+        return self._address
+
+    @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the fake API is not started")
@@ -751,6 +765,11 @@ class FakeAPI:
     @property
     def base_url(self) -> str:
         return self.url + "/v1"
+
+    def models(self) -> list[str]:
+        """The models configured by name (any other is served with the default behaviour)."""
+        with self._lock:
+            return sorted(self._models)
 
     def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
         """Serve `name` with `behaviour`, its counters and generator started afresh."""

@@ -198,6 +198,9 @@ class TargetResult:
     was last accepted) did not hold them all, or a `remind` interval has passed. False: they
     were announced already, so notifiers stay quiet (the status and exit code do not change:
     CI keeps failing until `fpmon accept`)."""
+    learning_ended: bool = False
+    """This check ended the target's learning: from the next one on, a value never seen is
+    `new`."""
 
 
 @dataclass(frozen=True)

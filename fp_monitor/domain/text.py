@@ -41,15 +41,43 @@ def describe(target: TargetResult) -> str:
     if target.status is Status.ERROR:
         shown = sorted({f"{e.kind.value}: {clean(e.message)}" for e in target.errors})
         return "; ".join(shown)
-    moves = [
-        f"{c.field}: {show_values(c.before)} -> {show_values(c.now)}"
-        + (f" ({c.parts.summary})" if c.parts else "")
-        for c in target.changes
-    ] or [f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"]
+    served = f"fingerprint: {show_values(target.fingerprints)}, model: {show_values(target.models)}"
+    if target.status is Status.NEW:
+        moves = _outside_known(target) or [f"no lock entry (--locked); {served}"]
+    else:
+        moves = [_move(c.field, c.before, c.now) + _parts(target, c.field) for c in target.changes]
+        moves = moves or [served]
     text = "; ".join(moves)
     if target.unexpected and target.status is Status.NEW:
         text += f". If expected, accept it: fpmon accept {target.name}"
     return text
+
+
+def _move(field: str, before: Iterable[str], now: Iterable[str]) -> str:
+    return f"{field}: {show_values(before)} -> {show_values(now)}"
+
+
+def _parts(target: TargetResult, field: str) -> str:
+    """ " (vllm 0.11.2 → 0.12.0; config hash changed)": the decoded parts that moved, where the
+    values of `field` decode (see domain.fingerprints); "" otherwise."""
+    parts = next((c.parts for c in target.changes if c.field == field and c.parts), None)
+    return f" ({parts.summary})" if parts else ""
+
+
+def _outside_known(target: TargetResult) -> list[str]:
+    """A `new` target's values against what detection held them to, the values before: the
+    lock entry (accepted) or everything recorded for the target (known). Not the previous
+    check's, which with a lock is often the same new value, seen once already."""
+    moves = [
+        _move(field, before, now) + _parts(target, field)
+        for field, before, now in (
+            ("fingerprint", target.known, target.fingerprints),
+            ("model", target.known_models, target.models),
+        )
+        if set(now) - set(before)
+    ]
+    headers = [c for c in target.changes if c.field not in ("fingerprint", "model")]
+    return moves + [_move(c.field, c.before, c.now) for c in headers]
 
 
 def show_values(tokens: Iterable[str] | None) -> str:
@@ -80,9 +108,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def show_duration(delta: timedelta | None) -> str:
-    """'3d 4h', '12m', '45s': the two largest units."""
+    """'3d 4h', '12m', '45s': the two largest units; '250ms' below a second."""
     if delta is None:
         return "-"
+    if 0 < delta.total_seconds() < 1:  # "0s" would say there is no time at all
+        return f"{max(1, round(delta.total_seconds() * 1000))}ms"
     seconds = int(delta.total_seconds())
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):

@@ -9,7 +9,6 @@ disappears from `fpmon_fingerprint_info` instead of lingering as a stale series.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,7 +23,7 @@ from fp_monitor.config.settings import Target
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
 from fp_monitor.domain.text import clean, shorten
-from fp_monitor.fileio import write_atomic
+from fp_monitor.fileio import check_writable, write_atomic
 
 # Label values for the fingerprint states a string cannot show.
 _LABELS = {NULL: "<null>", ABSENT: "<absent>", "": "<empty>"}
@@ -199,11 +198,7 @@ def serve(collector: SnapshotCollector, addr: str, port: int) -> tuple[WSGIServe
 
 def check_textfile(path: Path) -> None:
     """Refuse, before anything is probed, a --metrics-file that could not be written."""
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--metrics-file {path}: cannot write there")
+    check_writable(path, "--metrics-file")
 
 
 def write_textfile(path: Path, snapshot: Snapshot) -> None:

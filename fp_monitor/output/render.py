@@ -7,13 +7,11 @@ cursor.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from rich import box
 from rich.console import Console
@@ -26,6 +24,7 @@ from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
     Change,
     CheckResult,
+    ErrorKind,
     Observation,
     Recorded,
     Status,
@@ -44,6 +43,8 @@ from fp_monitor.domain.text import (
     show_value,
     show_values,
 )
+from fp_monitor.output.formats import markdown_table, print_document
+from fp_monitor.output.layout import Fitted, TrimmedLines
 
 if TYPE_CHECKING:
     from fp_monitor.domain.learning import Trust
@@ -76,7 +77,7 @@ def make_console(file: IO[str] | None = None) -> Console:
     # NO_COLOR means no escape sequences at all: rich's no_color alone would keep bold.
     plain = bool(os.environ.get("NO_COLOR")) or not terminal
     return Console(
-        file=stream,
+        file=stream if terminal else cast(IO[str], TrimmedLines(stream)),
         no_color=plain,
         force_terminal=not plain,
         width=None if terminal else _PIPED_WIDTH,
@@ -102,7 +103,7 @@ def _table(*headers: str, title: str | None = None) -> Table:
 
 
 def result_table(result: CheckResult) -> Table:
-    table = _table("target", "status", "fingerprints", "model", "latency")
+    table = _table("target", "status", "fingerprints", "models", "latency")
     for target in result.targets:
         table.add_row(
             Text(clean(target.name)),
@@ -121,7 +122,9 @@ def diff_table(result: CheckResult) -> Table | None:
     # The parts column only when a change decodes: opaque values read as they always did.
     explained = any(c.parts is not None for c in changes)
     parts = ("what changed",) if explained else ()
-    table = _table("target", "field", "before", "now", "before first seen", *parts, title="changes")
+    # "before seen since": when the values before were first recorded (the earliest of them),
+    # i.e. how long the configuration that changed had been in place.
+    table = _table("target", "field", "before", "now", "before seen since", *parts, title="changes")
     for change in changes:
         summary = (Text(change.parts.summary if change.parts else ""),) if explained else ()
         table.add_row(
@@ -136,21 +139,14 @@ def diff_table(result: CheckResult) -> Table | None:
 
 
 def render_check(console: Console, result: CheckResult) -> None:
-    console.print(result_table(result))
+    console.print(Fitted(result_table(result)))
     if (diff := diff_table(result)) is not None:
         console.print()
-        console.print(diff)
+        console.print(Fitted(diff))
     for target in result.targets:
         _print_errors(console, target)
-        if target.learning:
-            estimate = target.unseen_estimate or 0.0
-            console.print(
-                Text(
-                    f"{clean(target.name)}: learning its served set (unseen share estimated at "
-                    f"{estimate:.1%}); values not seen before are `learned`, not alarms",
-                    style="dim",
-                )
-            )
+        if (note := learning_note(target)) is not None:
+            console.print(Text(note, style="dim"))
         if target.status is Status.FIRST and (reason := no_signal(target.fingerprints)):
             console.print(
                 Text(
@@ -159,28 +155,80 @@ def render_check(console: Console, result: CheckResult) -> None:
                     style="yellow",
                 )
             )
-        if target.unexpected:
-            hint = (
-                f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
-            )
-            console.print(
-                Text(
-                    f"{clean(target.name)}: {STATUS_MEANING[target.status]}{hint}", style="bold red"
-                )
-            )
+        if (line := explanation(target)) is not None:
+            console.print(Text(line, style="bold red"))
     if not result.recorded:
         console.print(Text("dry run: nothing was recorded", style="dim"))
+
+
+def explanation(target: TargetResult) -> str | None:
+    """What an unexpected target's status means, and how to accept a new value (None when the
+    target is as expected)."""
+    if not target.unexpected:
+        return None
+    hint = f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
+    return clean(f"{target.name}: {STATUS_MEANING[target.status]}{hint}")
+
+
+def learning_note(target: TargetResult) -> str | None:
+    """A line when the target's learning starts (its first check) and when it ends, nothing in
+    between. Not on a `new` first check: `--locked` makes a target without a lock entry `new`
+    even while it learns, and then its values are not `learned`."""
+    estimate = (
+        "not estimated yet"
+        if target.unseen_estimate is None
+        else f"estimated at {target.unseen_estimate:.1%}"
+    )
+    name = clean(target.name)
+    if target.learning and target.status is Status.FIRST:
+        return (
+            f"{name}: learning its served set (unseen share {estimate}); until it ends, values "
+            "not seen before are `learned`, not alarms"
+        )
+    if target.learning_ended:
+        return (
+            f"{name}: learning is over (unseen share {estimate}): from now on a value never "
+            "seen is `new`, an alarm"
+        )
+    return None
 
 
 def _print_errors(console: Console, target: TargetResult) -> None:
     """`NAME: k of n samples failed: kind: message`, further kinds aligned below it."""
     if not target.errors:
         return
+    if all(e.kind is ErrorKind.MISSING_KEY for e in target.errors):
+        # Nothing was sent: the message says why ("not probed: XAI_API_KEY is not set").
+        for message in sorted({e.message for e in target.errors}):
+            console.print(Text(f"{clean(target.name)}: {clean(message)}", style="red"))
+        return
     lead = f"{clean(target.name)}: {len(target.errors)} of {target.samples} samples failed: "
     shown = {(e.kind, e.status_code, e.message) for e in target.errors}
     for kind, _status, message in sorted(shown, key=str):
         console.print(Text(f"{lead}{kind.value}: {shorten(clean(message), 200)}", style="red"))
         lead = " " * len(lead)
+
+
+CHECK_TARGET_FIELDS = (
+    "name",
+    "status",
+    "unexpected",
+    "fingerprints",
+    "models",
+    "previous",
+    "known",
+    "previous_models",
+    "known_models",
+    "headers",
+    "samples",
+    "learning",
+    "unseen_estimate",
+    "errors",
+    "latency_ms",
+    "changes",
+    "no_signal",
+)
+"""A target's fields in `check --json`, and its columns in JSON lines and CSV."""
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:
@@ -283,6 +331,21 @@ def targets_notes(config: Config) -> list[str]:
     ]
 
 
+TARGET_FIELDS = (
+    "name",
+    "provider",
+    "model",
+    "endpoint",
+    "api_key_env",
+    "key",
+    "samples",
+    "timeout",
+    "retries",
+    "enabled",
+    "provider_facts",
+)
+
+
 def targets_json(config: Config) -> dict[str, Any]:
     return {
         "version": 1,
@@ -329,7 +392,10 @@ RUN_FIELDS = (
     "checks",
     "observations",
     "errors",
+    "samples",
 )
+"""A run's fields: `samples` is the name of the count in every contract; `observations` is its
+older name, kept as an alias within version 1."""
 OBSERVATION_FIELDS = (
     "id",
     "check_id",
@@ -355,9 +421,11 @@ OBSERVATION_FIELDS = (
     "error",
     "request_shape",
     "raw_response",
+    "resolved_model",
 )
-_FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
-"""How a CSV cell that a spreadsheet would evaluate starts (OWASP, CSV injection)."""
+"""An observation's fields: `resolved_model` is the name `fpmon export` and the history use;
+`model` is its older name here, kept as an alias within version 1 (a new field goes last, so
+that a CSV read by column position keeps its columns)."""
 TIMELINE_GLYPHS = {"served": "█", "not_served": "·", "no_check": " "}
 
 
@@ -371,6 +439,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "checks": run.checks,
         "observations": run.observations,
         "errors": run.errors,
+        "samples": run.observations,
     }
 
 
@@ -404,6 +473,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
         else {"kind": o.error_kind.value, "status_code": o.http_status, "message": o.error_message},
         "request_shape": o.request_shape,
         "raw_response": o.raw_response,
+        "resolved_model": o.resolved_model,
     }
 
 
@@ -426,7 +496,9 @@ def runs_table(runs: Sequence[Run]) -> Table:
 
 
 def observations_table(records: Sequence[Recorded]) -> Table:
-    table = _table("id", "time", "target", "fingerprint", "model", "http", "latency", "error")
+    table = _table(
+        "id", "time", "target", "fingerprint", "resolved model", "http", "latency", "error"
+    )
     for record in records:
         o = record.observation
         error = f"{o.error_kind.value}: {clean(o.error_message or '')}" if o.error_kind else ""
@@ -456,6 +528,8 @@ def _fingerprint_cell(o: Observation) -> str:
 def render_runs(runs: Sequence[Run], output_format: str, stdout: IO[str]) -> None:
     if output_format == "table":
         _print_table(runs_table(runs), bool(runs), "no checks in this range", stdout)
+    elif output_format == "markdown":
+        stdout.write(markdown_table(runs_table(runs)))
     else:
         records = [run_json(r) for r in runs]
         _print_records("runs", records, RUN_FIELDS, output_format, stdout)
@@ -465,6 +539,8 @@ def render_observations(records: Sequence[Recorded], output_format: str, stdout:
     if output_format == "table":
         table = observations_table(records)
         _print_table(table, bool(records), "no observations in this range", stdout)
+    elif output_format == "markdown":
+        stdout.write(markdown_table(observations_table(records)))
     else:
         rows = [observation_json(r) for r in records]
         _print_records("observations", rows, OBSERVATION_FIELDS, output_format, stdout)
@@ -473,7 +549,7 @@ def render_observations(records: Sequence[Recorded], output_format: str, stdout:
 def _print_table(table: Table, rows: bool, empty: str, stdout: IO[str]) -> None:
     console = make_console(stdout)
     if rows:
-        console.print(table)
+        console.print(Fitted(table))
     else:
         console.print(Text(empty, style="dim"))
 
@@ -485,30 +561,7 @@ def _print_records(
     output_format: str,
     stdout: IO[str],
 ) -> None:
-    """json: one document; jsonl: one object per line; csv: a header row, then one row per
-    object, lists and objects as JSON text (so null, "" and "<absent>" stay distinct)."""
-    if output_format == "json":
-        stdout.write(json.dumps({"version": 1, name: records}, indent=2, ensure_ascii=False))
-        stdout.write("\n")
-    elif output_format == "jsonl":
-        for record in records:
-            stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    else:
-        # RFC 4180's CRLF: with it, the csv module also quotes a cell holding a lone CR,
-        # which a reader would otherwise take for the end of the row.
-        writer = csv.DictWriter(stdout, fieldnames=fields, lineterminator="\r\n")
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value.startswith(_FORMULA_LEADS):
-        # A spreadsheet runs such a cell as a formula; OWASP's leading quote keeps it text.
-        return "'" + value
-    return "" if value is None else value
+    print_document(output_format, {"version": 1, name: records}, name, fields, stdout)
 
 
 def _percent(share: float | None) -> str:
@@ -580,6 +633,7 @@ def timeline_table(stats: TargetStats) -> Table:
     """One row per fingerprint, time along the row."""
     table = _table("fingerprint", "timeline")
     table.show_header = False
+    table.columns[1].no_wrap = True  # a row of time: wrapped, it would read as another row
     for row in stats.timeline.rows:
         glyphs = "".join(TIMELINE_GLYPHS[c.value] for c in row.cells)
         table.add_row(Text(show_value(row.value)), Text(glyphs, style="green"))
@@ -591,7 +645,7 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
     if not stats:
         console.print(Text("no checks in this range", style="dim"))
         return
-    console.print(stats_table(stats))
+    console.print(Fitted(stats_table(stats)))
     for target in stats:
         console.print()
         if target.no_signal:
@@ -606,12 +660,12 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
             console.print(groups_table(target))
             console.print()
         console.print(Text(timeline_title(target)))
-        console.print(timeline_table(target))
+        console.print(Fitted(timeline_table(target)))
         if target.trust is not None and target.trust.samples:
             console.print()
             for line in trust_lines(target.target, target.trust):
                 console.print(Text(line))
-            console.print(trust_table(target.trust))
+            console.print(Fitted(trust_table(target.trust)))
 
 
 def trust_lines(name: str, trust: Trust) -> list[str]:
@@ -672,6 +726,30 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+STATS_FIELDS = (
+    "name",
+    "first_check",
+    "checks",
+    "successful_checks",
+    "observations",
+    "samples",
+    "fingerprints",
+    "models",
+    "served",
+    "new_events",
+    "median_between_new_s",
+    "changed",
+    "flap_rate",
+    "errors",
+    "error_rate",
+    "errors_by_kind",
+    "latency_ms",
+    "learning",
+    "no_signal",
+)
+"""A target's fields in `stats --json`; `observations` is the older name of `samples`."""
+
+
 def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> dict[str, Any]:
     return {
         "version": 1,
@@ -684,6 +762,7 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 "checks": s.checks,
                 "successful_checks": s.successful_checks,
                 "observations": s.observations,
+                "samples": s.observations,
                 "fingerprints": json_values(s.fingerprints),
                 "models": json_values(s.models),
                 "served": {

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import TextIO
 
 from fp_monitor.domain.models import CheckResult, Status
-from fp_monitor.domain.text import clean, describe, show_latency, show_values
+from fp_monitor.domain.text import clean, describe
 from fp_monitor.fileio import write_atomic
+from fp_monitor.output.formats import markdown_cell as _md
+from fp_monitor.output.formats import markdown_table
+from fp_monitor.output.render import diff_table, explanation, result_table
 
 
 def junit_xml(result: CheckResult) -> str:
@@ -47,29 +50,20 @@ def junit_xml(result: CheckResult) -> str:
 
 
 def markdown(result: CheckResult) -> str:
-    lines = [
-        "| target | status | fingerprints | model | latency |",
-        "|---|---|---|---|---|",
-    ]
-    for t in result.targets:
-        cells = [
-            t.name,
-            t.status.value,
-            show_values(t.fingerprints),
-            show_values(t.models),
-            show_latency(t.latency_ms),
-        ]
-        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    """The check as the terminal shows it, in markdown: the result table, the changes table,
+    a line per target that changed or failed, and what an unexpected status means."""
+    lines = markdown_table(result_table(result)).rstrip("\n").splitlines()
+    changes = diff_table(result)
+    if changes is not None:
+        lines += ["", markdown_table(changes, level=4).rstrip("\n")]
     notes = [
-        f"- **{_md(t.name)}**: {_md(describe(t))}" for t in result.targets if t.changes or t.errors
+        f"- **{_md(t.name)}**: {_md(describe(t))}"
+        for t in result.targets
+        if t.changes or t.errors or t.unexpected
     ]
-    return "\n".join(["### fpmon check", "", *lines, "", *notes]).rstrip() + "\n"
-
-
-def _md(text: str) -> str:
-    """A table cell: pipes escaped, and no HTML (<null> would vanish as an unknown tag)."""
-    escaped = clean(text).replace("&", "&amp;").replace("<", "&lt;")  # no tag can open
-    return escaped.replace("|", "\\|").replace("`", "'")
+    explained = [_md(line) for t in result.targets if (line := explanation(t)) is not None]
+    parts = ["### fpmon check", "", *lines, "", *notes, "", *explained]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def workflow_commands(result: CheckResult) -> list[str]:

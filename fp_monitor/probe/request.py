@@ -11,7 +11,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +20,8 @@ import httpx2
 
 from fp_monitor import __version__
 from fp_monitor.config.providers import Auth
-from fp_monitor.config.settings import Target, expand
+from fp_monitor.config.settings import ENV_REFERENCE, Target, expand
+from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import (
     ABSENT,
     NULL,
@@ -68,6 +69,37 @@ def api_key(target: Target) -> str | None:
     if key:
         register(key)
     return key
+
+
+def check_credentials(targets: Sequence[Target]) -> None:
+    """Refuse, before anything is sent or written, a key or header variable that an HTTP header
+    cannot carry as it is (the usual one: a key read from a file or `echo` with its newline).
+    The message names the variable, never its value."""
+    for target in targets:
+        key = api_key(target)
+        if key is not None and (problem := _unsendable(key, "key")):
+            raise ConfigError(f"{target.api_key_env} {problem}")
+        for value in target.headers.values():
+            for name in ENV_REFERENCE.findall(value):
+                text = os.environ.get(name)
+                if text and (problem := _unsendable(text, "value")):
+                    raise ConfigError(f"{name} (headers of target {target.name}) {problem}")
+
+
+def _unsendable(text: str, what: str) -> str | None:
+    """What in `text` an HTTP header cannot carry (None: nothing). A key has no whitespace at
+    all; a header's value may hold spaces and tabs, never a line break."""
+    if what == "key" and any(ch.isspace() for ch in text):
+        return (
+            "contains whitespace (a trailing newline from a file or `echo`?): set it to the "
+            "key alone"
+        )
+    if any(not (" " <= ch <= "~" or ch == "\t") for ch in text):
+        return (
+            "contains a line break, a control character or a non-ASCII character, which an "
+            f"HTTP header cannot carry: set it to the {what} alone"
+        )
+    return None
 
 
 def key_missing(target: Target) -> bool:
@@ -148,42 +180,42 @@ async def probe_async(
     async with httpx2.AsyncClient(
         limits=limits, follow_redirects=False, trust_env=False, verify=_tls_context()
     ) as client:
-        groups = [
-            asyncio.gather(*(_sample(client, gate, target) for _ in range(count)))
-            for target, count in zip(targets, counts, strict=True)
-        ]
+        groups: list[Awaitable[list[Observation]]] = []
+        for target, count in zip(targets, counts, strict=True):
+            headers = _headers_or_reason(target)
+            if isinstance(headers, str):
+                # Nothing is sent, so there is one fact to record, not `count` failed samples.
+                groups.append(_not_probed(target, headers))
+            else:
+                groups.append(
+                    asyncio.gather(*(_sample(client, gate, target, headers) for _ in range(count)))
+                )
         return [list(group) for group in await asyncio.gather(*groups)]
 
 
-async def _sample(
-    client: httpx2.AsyncClient, gate: asyncio.Semaphore, target: Target
-) -> Observation:
-    observed_at = datetime.now(UTC)
+def _headers_or_reason(target: Target) -> dict[str, str] | str:
+    """The request headers of `target`, or why it cannot be probed at all: its key, or a
+    variable that one of its headers reads, is not set."""
     key = api_key(target)
     if key_missing(target):
-        return _observation(
-            target,
-            observed_at,
-            0,
-            _Attempt(
-                error_kind=ErrorKind.MISSING_KEY,
-                error_message=f"environment variable {target.api_key_env} is not set",
-            ),
-        )
+        return f"not probed: {target.api_key_env} is not set"
     try:
         custom = {name: expand(value, os.environ) for name, value in target.headers.items()}
     except KeyError as unset:
-        return _observation(
-            target,
-            observed_at,
-            0,
-            _Attempt(
-                error_kind=ErrorKind.MISSING_KEY,
-                error_message=f"environment variable {unset.args[0]} (headers) is not set",
-            ),
-        )
+        return f"not probed: {unset.args[0]} (headers) is not set"
+    return _request_headers(target, key, custom)
+
+
+async def _not_probed(target: Target, reason: str) -> list[Observation]:
+    missing = _Attempt(error_kind=ErrorKind.MISSING_KEY, error_message=reason)
+    return [_observation(target, datetime.now(UTC), 0, missing)]
+
+
+async def _sample(
+    client: httpx2.AsyncClient, gate: asyncio.Semaphore, target: Target, headers: dict[str, str]
+) -> Observation:
+    observed_at = datetime.now(UTC)
     body = json.dumps(request_body(target)).encode()
-    headers = _request_headers(target, key, custom)
     attempts = 0
     while True:
         attempts += 1

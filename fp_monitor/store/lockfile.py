@@ -22,19 +22,22 @@ from fp_monitor.fileio import write_atomic
 
 LOCK_VERSION = 1
 HEADER = "# Accepted backend fingerprints. Written by `fpmon accept`; review and commit it.\n"
+REGENERATE = "(regenerate it with `fpmon accept --replace`)"
 
 
 def read_lock(path: Path) -> dict[str, LockEntry]:
     """The lock's entries by target; empty when the file does not exist."""
     if not path.exists():
         return {}
-    data = read_toml(path)
+    try:
+        data = read_toml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {REGENERATE}") from None
     version = data.get("version")
     if version != LOCK_VERSION:
         found = "no version" if version is None else f"version {version!r}"
         raise ConfigError(
-            f"{path}: {found}; this fpmon reads lock files of version {LOCK_VERSION} "
-            "(regenerate it with `fpmon accept --replace`)"
+            f"{path}: {found}; this fpmon reads lock files of version {LOCK_VERSION} {REGENERATE}"
         )
     targets = data.get("targets", {})
     if not isinstance(targets, dict):

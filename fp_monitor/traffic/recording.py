@@ -31,6 +31,7 @@ import json
 import logging
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -115,6 +116,28 @@ def _write_at_exit() -> None:
 
 class UnexpectedFingerprintWarning(UserWarning):
     """`on_unexpected="warn"`: a response came from a backend outside the expected set."""
+
+
+# Between the application's line and the judge: fpmon, the HTTP client and its transport, the
+# SDK, and the event loop of an async client. A warning points past them all.
+_BETWEEN = frozenset(
+    {"fp_monitor", "httpx2", "httpx", "httpcore", "h11", "h2", "openai", "anyio", "asyncio"}
+)
+
+
+def warn_caller(unexpected: UnexpectedFingerprint | None) -> None:
+    """Warn of `unexpected` (if any) at the application's line that made the request or reads
+    the stream: Python shows a warning once per place, so that place must be the caller's, not
+    one line of fpmon for every call site."""
+    if unexpected is None:
+        return
+    frame = sys._getframe(1)  # this function's caller is stacklevel 2
+    level = 2
+    while frame.f_back is not None and (
+        frame.f_globals.get("__name__", "").partition(".")[0] in _BETWEEN
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(str(unexpected), UnexpectedFingerprintWarning, stacklevel=level)
 
 
 def parse_tags(header: str) -> dict[str, str]:
@@ -469,26 +492,28 @@ class Recorder:
         """The tags of one response: the recorder's, overridden by its X-Fpmon-Tags header."""
         return {**self.tags, **(parse_tags(header) if header else {})}
 
-    def judge(self, observation: Observation) -> None:
-        """Warn or raise, per `on_unexpected`, when the response's backend is unexpected: a
-        value that detection calls `new` (outside the lock entry and `expect`, or, without a
-        lock entry, outside everything recorded for the target once learning is over).
+    def judge(self, observation: Observation) -> UnexpectedFingerprint | None:
+        """Raise (`on_unexpected="raise"`) when the response's backend is unexpected: a value
+        that detection calls `new` (outside the lock entry and `expect`, or, without a lock
+        entry, outside everything recorded for the target once learning is over). With "warn",
+        return it instead, for `warn_caller` on the application's own thread (an async client
+        judges in a worker thread, whose stack does not hold the application's line).
 
         A response is judged before its own record is queued: the writer thread, once it has
         the record, may make the value known at any moment, and the judge would then miss it."""
         if self.on_unexpected is None or not observation.ok:
-            return
+            return None
         result = self._guarded(
             "check",
             self._checking,
             lambda history: self._detect(history, observation, self._lock_entry()),
         )
         if result is None or not result.unexpected:
-            return
+            return None
         unexpected = _unexpected(self.target, observation, result)
         if self.on_unexpected == "raise":
             raise unexpected
-        warnings.warn(str(unexpected), UnexpectedFingerprintWarning, stacklevel=2)
+        return unexpected
 
     def record(self, observation: Observation) -> None:
         """Hand one response to the writer thread: the application never waits on the history
@@ -760,14 +785,14 @@ class _RecordingStream(httpx2.SyncByteStream):
         try:
             for raw in self._inner:
                 if (shown := exchange.feed(raw)) is not None:
-                    recorder.judge(shown)  # before a byte of it reaches the caller
+                    warn_caller(recorder.judge(shown))  # before a byte of it reaches the caller
                 yield raw
         except BaseException:
             exchange.finish()
             raise
         with exchange.ending() as answer:
             if answer is not None:
-                recorder.judge(answer)
+                warn_caller(recorder.judge(answer))
 
     def close(self) -> None:
         try:
@@ -787,14 +812,14 @@ class _AsyncRecordingStream(httpx2.AsyncByteStream):
         try:
             async for raw in self._inner:
                 if (shown := exchange.feed(raw)) is not None:
-                    await anyio.to_thread.run_sync(recorder.judge, shown)
+                    warn_caller(await anyio.to_thread.run_sync(recorder.judge, shown))
                 yield raw
         except BaseException:
             exchange.finish()
             raise
         with exchange.ending() as answer:
             if answer is not None:
-                await anyio.to_thread.run_sync(recorder.judge, answer)
+                warn_caller(await anyio.to_thread.run_sync(recorder.judge, answer))
 
     async def aclose(self) -> None:
         try:

@@ -85,6 +85,7 @@ def test_timeline_runs_in_every_format(fpmon: Callable[..., Run], recorded: Path
             "checks": int(r["checks"]),
             "observations": int(r["observations"]),
             "errors": int(r["errors"]),
+            "samples": int(r["samples"]),
         }
         for r in rows
     ] == runs
@@ -273,7 +274,7 @@ def test_import_reports_a_bad_line_and_keeps_the_rest(
     result = fpmon("import", "damaged.jsonl", "--history", "copy.db")
     assert result.code == 0
     assert "damaged.jsonl:4: not a valid record, skipped: missing field" in result.err
-    assert "imported 25 records" in result.out and "1 invalid lines skipped" in result.out
+    assert "imported 25 records" in result.out and "1 invalid line skipped" in result.out
     assert fpmon("verify", "--history", "copy.db").code == 0
     missing = fpmon("import", "nothing.jsonl")
     assert missing.code == 2 and "cannot read nothing.jsonl" in missing.err

@@ -79,7 +79,7 @@ class Proxy:
         command = [FPMON, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream]
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [*command, "--target", "px"],
+                [*command, "--target", "px", "--new-target"],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

@@ -163,7 +163,7 @@ def test_an_unset_credential_header_variable_is_a_missing_key(
     assert run.code == 3
     (error,) = run.json()["targets"][0]["errors"]
     assert error["kind"] == "missing_key"
-    assert error["message"] == "environment variable GW_COOKIE (headers) is not set"
+    assert error["message"] == "not probed: GW_COOKIE (headers) is not set"
 
 
 @pytest.mark.parametrize("command", [["targets"], ["targets", "--json"], ["check"]])

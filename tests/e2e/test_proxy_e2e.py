@@ -138,8 +138,9 @@ class Proxy:
             XDG_CONFIG_HOME=str(state / "config"),
             XDG_DATA_HOME=str(state / "data"),
         )
+        command = [FPMON, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream]
         self.process = subprocess.Popen(
-            [FPMON, "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream, "--target", "app"],
+            [*command, "--target", "app", "--new-target"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -102,7 +102,7 @@ def test_result_table_rows() -> None:
         )
     )
     table = rows(text)
-    assert table[0] == ["target", "status", "fingerprints", "model", "latency"]
+    assert table[0] == ["target", "status", "fingerprints", "models", "latency"]
     assert ["openai", "new", C, "gpt-4o-mini-2024-07-18", "412 ms"] in table
     assert ["grok", "same", f"{A}, {B}", "grok-4-0709", "388 ms"] in table
     assert ["down", "error", "-", "-", "-"] in table
@@ -133,7 +133,7 @@ def test_diff_table_rows_with_first_seen_in_utc() -> None:
     )
     text = rendered(result(check, exit_code=1))
     table = rows(text)
-    header = table.index(["target", "field", "before", "now", "before first seen"])
+    header = table.index(["target", "field", "before", "now", "before seen since"])
     assert table[header - 1] == ["changes"]
     assert table[header + 2] == ["openai", "fingerprint", f"{A}, {B}", C, "2026-11-02 08:14 UTC"]
     assert table[header + 3] == [
@@ -147,7 +147,7 @@ def test_diff_table_rows_with_first_seen_in_utc() -> None:
 
 def test_no_diff_table_when_nothing_changed() -> None:
     text = rendered(result(target()))
-    assert "changes" not in text and "before first seen" not in text
+    assert "changes" not in text and "before seen since" not in text
 
 
 def test_unexpected_target_is_explained_and_dry_run_said() -> None:

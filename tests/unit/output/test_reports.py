@@ -87,7 +87,7 @@ def test_junit_has_one_testcase_per_target_with_failure_and_error() -> None:
 
 def test_markdown_table_rows_and_notes() -> None:
     lines = markdown(RESULT).splitlines()
-    assert lines[2] == "| target | status | fingerprints | model | latency |"
+    assert lines[2] == "| target | status | fingerprints | models | latency |"
     assert "| grok | new | fp_new | m-1 | 250 ms |" in lines
     assert "| down | error | - | - | - |" in lines
     assert "| legacy | same | &lt;null> | m-1 | 250 ms |" in lines
