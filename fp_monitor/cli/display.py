@@ -19,6 +19,7 @@ from rich.text import Text
 
 from fp_monitor.accept import AcceptResult
 from fp_monitor.audit import Imported, Pruned, Verified
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.domain.models import CheckResult, Status
 from fp_monitor.domain.text import clean, describe, show_interval, show_value
 from fp_monitor.output.render import result_table, show_when
@@ -63,7 +64,7 @@ def render_verified(verified: Verified) -> None:
             print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
 
 
-def render_imported(source: Path, history: Path, imported: Imported) -> None:
+def render_imported(source: Path, history: HistoryLocation, imported: Imported) -> None:
     for problem in imported.invalid:
         print(clean(problem), file=sys.stderr)
     for line in imported.junctions:
@@ -78,7 +79,7 @@ def render_imported(source: Path, history: Path, imported: Imported) -> None:
     )
 
 
-def render_pruned(history: Path, pruned: Pruned) -> None:
+def render_pruned(history: HistoryLocation, pruned: Pruned) -> None:
     verb = "would prune" if pruned.dry_run else "pruned"
     print(
         f"{verb} {pruned.observations} observations and {pruned.checks} checks older than "

@@ -22,6 +22,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 import httpx2
 
 from fp_monitor import __version__
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.settings import (
     Command,
     Config,
@@ -72,7 +73,7 @@ class Notification:
     target: TargetResult
     check_id: str
     checked_at: datetime
-    history: Path
+    history: HistoryLocation
     failed_checks: int = 0
     """error: the checks failed in a row so far; recovered: how many failed before it."""
 
@@ -81,7 +82,7 @@ def events(
     result: CheckResult,
     failed_before: Mapping[str, int],
     error_after: Mapping[str, int],
-    history: Path,
+    history: HistoryLocation,
 ) -> list[Notification]:
     """The notifications one check calls for. `failed_before`: per target, the checks that
     failed in a row just before this one (from the history, so that separate `fpmon check`
@@ -109,7 +110,7 @@ def events(
 
 
 def traffic_events(
-    target: TargetResult, check_id: str, checked_at: datetime, history: Path
+    target: TargetResult, check_id: str, checked_at: datetime, history: HistoryLocation
 ) -> list[Notification]:
     """The notifications of one recorded response of an application's traffic: only `new` and
     `learned` (TRAFFIC_STATUSES), and a `new` only when it is news. Not `changed`, `error` or
@@ -190,7 +191,11 @@ def payload(notification: Notification) -> dict[str, Any]:
         "failed_checks": notification.failed_checks,
         "checked_at": iso(notification.checked_at),
         "check_id": notification.check_id,
-        "history": str(notification.history.absolute()),
+        "history": str(
+            notification.history.absolute()
+            if isinstance(notification.history, Path)
+            else notification.history
+        ),
         "summary": summary(notification),
     }
 
@@ -358,7 +363,7 @@ def _env_values(tokens: Sequence[str] | None) -> str:
     return ",".join('""' if t == "" else clean(t) for t in tokens or ())
 
 
-def sample(event: Event, history: Path) -> Notification:
+def sample(event: Event, history: HistoryLocation) -> Notification:
     """A realistic event for `fpmon notify test`, on a target named fpmon-test."""
     status, previous, now = _SAMPLES[event]
     model = ("gpt-4o-mini-2024-07-18",)
