@@ -417,6 +417,16 @@ class History:
     def _schema_migrated(self) -> None:
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    # SQL text that differs between the stores (store/report_queries.py).
+    def index_hint(self, index: str) -> str:
+        """What follows a table's name to make SQLite read it through `index` (SQLite has no
+        statistics unless ANALYZE ran, which fpmon never runs)."""
+        return f" INDEXED BY {index}"
+
+    def epoch_seconds(self, column: str) -> str:
+        """An expression: the whole seconds since the epoch of a timestamp column."""
+        return f"CAST(strftime('%s', {column}) AS INTEGER)"
+
     def _keep_unchained_known(self) -> None:
         """Move what the known values hold beyond the chained records into the baseline, and
         add what the records hold beyond the known values (a history of schema 2 counted none

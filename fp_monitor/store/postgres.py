@@ -204,6 +204,14 @@ class PostgresHistory(History):
     def _schema_migrated(self) -> None:
         pass
 
+    def index_hint(self, index: str) -> str:
+        # No hints in PostgreSQL: its planner keeps statistics (autovacuum's ANALYZE).
+        return ""
+
+    def epoch_seconds(self, column: str) -> str:
+        # The stored text is ISO 8601 in UTC with a Z: a timestamptz as it is.
+        return f"CAST(floor(extract(epoch FROM CAST({column} AS timestamptz))) AS BIGINT)"
+
     @contextmanager
     def _begin(self, *, write: bool) -> Iterator[None]:
         """A write transaction holds the chain's advisory lock from its start; a read

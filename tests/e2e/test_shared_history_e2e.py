@@ -36,13 +36,16 @@ def test_every_history_command_works_on_both_stores(
     assert stats.code == 0 and "fp_aaaaaaaaaa" in stats.out
     verify = fpmon("verify", env=env)
     assert verify.code == 0 and "verified 6 records: the chain is intact" in verify.out
+    report = fpmon("report", "--output", "report.html", env=env)
+    assert report.code == 0, report.err
+    assert "fp_aaaaaaaaaa" in Path("report.html").read_text()
     exported = fpmon("export", "--output", "all.jsonl", env=env)
     assert exported.code == 0 and len(Path("all.jsonl").read_text().splitlines()) == 6
     pruned = fpmon("prune", "--older-than", "0s", env=env)
     assert pruned.code == 0 and "pruned 6 observations" in pruned.out
     assert fpmon("verify", env=env).code == 0
     assert stored_rows(history_url, "SELECT count(*) FROM observations") == [(0,)]
-    everything = [*runs, history, stats, verify, exported, pruned]
+    everything = [*runs, history, stats, verify, report, exported, pruned]
     assert not any(CANARY in r.out + r.err for r in everything)
     assert CANARY not in Path("all.jsonl").read_text()
 
