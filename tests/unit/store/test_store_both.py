@@ -4,17 +4,20 @@ advisory lock, reconnecting)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from fp_monitor.audit import verify_history
 from fp_monitor.config.history_url import PostgresURL, history_location
 from fp_monitor.domain.chain import walk
-from fp_monitor.domain.errors import ConfigError, ExitCode, HistoryError
+from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
 from fp_monitor.store.history import MIGRATIONS, History
 from fp_monitor.store.postgres import migration_sql
@@ -69,6 +72,34 @@ def test_prune_leaves_a_checkpoint_that_verifies_on_both_stores(history: History
     assert (plan.observations, plan.checks) == (2, 2)
     result = walk(history.iter_chain(), history.checkpoints())
     assert result.broken is None and (result.records, result.head_id) == (1, 3)
+
+
+def test_seals_and_the_derived_tables_verify_and_an_edit_is_caught_on_both_stores(
+    history: History, history_url: str
+) -> None:
+    """verify (seals, and the known values and check rows derived from the records) after
+    records and a prune, on either store (import: tests/e2e/test_shared_history_e2e.py)."""
+    for day in range(3):
+        record(history, [obs(f"fp_{day}", at=T0 + timedelta(day))], at=T0 + timedelta(day))
+    with history.write():
+        history.prune(history.prune_plan(T0 + timedelta(days=1)))
+    verified = verify_history(location(history_url))
+    assert verified.seal is not None and verified.records == 2
+    _edit(history_url, "UPDATE checks SET status = 'same' WHERE status = 'new'")
+    with pytest.raises(ChainBroken, match="check row"):
+        verify_history(location(history_url))
+
+
+def _edit(history: str, sql: str) -> None:
+    """Change a history behind fpmon's back (committed)."""
+    if history.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(history) as db:
+            db.execute(sql)
+        return
+    with closing(sqlite3.connect(history)) as db, db:
+        db.execute(sql)
 
 
 def test_targets_sort_byte_by_byte_on_both_stores(history: History) -> None:
