@@ -163,9 +163,10 @@ def cli_page() -> str:
 # --- configuration --------------------------------------------------------------------------------
 
 TOP_MEANING = {
-    "history": "The history database (`~` expands; relative to the config file's directory). "
-    "Overridden by `--history` and `$FPMON_HISTORY`. Default: `history.db` in the user data "
-    "dir (`~/.local/share/fpmon/` on Linux).",
+    "history": "The history database (`~` expands; relative to the config file's directory), "
+    "or a `postgresql://` URL without a password ([one history for a team]"
+    "(../how-to/team-history.md)). Overridden by `--history` and `$FPMON_HISTORY`. "
+    "Default: `history.db` in the user data dir (`~/.local/share/fpmon/` on Linux).",
     "baseline": "The lock file written by `fpmon accept` (relative to the config file's "
     "directory). Overridden by `--baseline` and `$FPMON_BASELINE`. Default: `fpmon.lock` beside "
     "the config file.",

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn
 
+from fp_monitor.config.history_url import HistoryLocation, PostgresURL
 from fp_monitor.config.settings import Config
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
@@ -42,6 +43,8 @@ from fp_monitor.store.history import (
     Appended,
     CheckSets,
     History,
+    database_size,
+    history_exists,
     merge_known,
     observation_from_row,
     parse_timestamp,
@@ -127,7 +130,7 @@ class Pruned:
     size_after: int
 
 
-def verify_history(path: Path, head: str | None = None) -> Verified:
+def verify_history(path: HistoryLocation, head: str | None = None) -> Verified:
     """Walk the whole chain and the seals; ChainBroken names the first record, row or seal that
     does not verify. `head`: the hash of a seal printed by an earlier verify, which must still
     be in the chain (else the history was rewritten or cut after it, or pruned past it)."""
@@ -367,7 +370,7 @@ def _check_problem(
     return None
 
 
-def export_history(path: Path, output: Path | None, stdout: IO[str]) -> int:
+def export_history(path: HistoryLocation, output: Path | None, stdout: IO[str]) -> int:
     """Write every record as a JSON line to `output` (atomically, owner-only) or `stdout`."""
     with open_history(path) as history:
         if output is None:
@@ -385,7 +388,7 @@ def _write_records(history: History, handle: IO[str]) -> int:
     return count
 
 
-def import_history(path: Path, source: Path, now: datetime) -> Imported:
+def import_history(path: HistoryLocation, source: Path, now: datetime) -> Imported:
     """Append the records of an export file that the history does not hold yet; a record dated
     after `now` (beyond FUTURE_SKEW) is invalid."""
     invalid: list[str] = []
@@ -583,7 +586,7 @@ def prune_history(config: Config, older_than: float | None, now: datetime, dry_r
             'say how much history to keep: --older-than 90d, or retention = "90d" in fpmon.toml'
         )
     cutoff = now - timedelta(seconds=seconds)
-    if not config.history.exists():  # pruning never starts an empty history
+    if not history_exists(config.history):  # pruning never starts an empty history
         raise missing_history(config.history)
     size_before = _size(config.history)
     with History.open(config.history) as history:
@@ -609,5 +612,7 @@ def prune_history(config: Config, older_than: float | None, now: datetime, dry_r
     )
 
 
-def _size(path: Path) -> int:
+def _size(path: HistoryLocation) -> int:
+    if isinstance(path, PostgresURL):
+        return database_size(path)
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.settings import Config, did_you_mean
 from fp_monitor.domain.errors import ConfigError, HistoryError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
@@ -18,7 +18,7 @@ from fp_monitor.domain.timeline import Run, newest_runs, runs_newest_first
 from fp_monitor.store.history import History
 
 
-def read_runs(path: Path, target: str | None, window: Window, limit: int) -> list[Run]:
+def read_runs(path: HistoryLocation, target: str | None, window: Window, limit: int) -> list[Run]:
     """The `limit` most recently seen runs in `window`, oldest first."""
     with open_history(path) as history:
         names = targets(history, target)
@@ -27,7 +27,9 @@ def read_runs(path: Path, target: str | None, window: Window, limit: int) -> lis
         )
 
 
-def read_observations(path: Path, target: str | None, window: Window, limit: int) -> list[Recorded]:
+def read_observations(
+    path: HistoryLocation, target: str | None, window: Window, limit: int
+) -> list[Recorded]:
     """The newest `limit` observations in `window`, oldest first."""
     with open_history(path) as history:
         targets(history, target)
@@ -35,7 +37,7 @@ def read_observations(path: Path, target: str | None, window: Window, limit: int
 
 
 def read_stats(
-    path: Path,
+    path: HistoryLocation,
     target: str | None,
     since: datetime,
     now: datetime,
@@ -67,7 +69,7 @@ def read_stats(
 
 
 @contextmanager
-def open_history(path: Path) -> Iterator[History]:
+def open_history(path: HistoryLocation) -> Iterator[History]:
     """The history at `path`, read-only; a missing one is an error, not an empty history."""
     history = History.open_readonly(path)
     if history is None:
@@ -76,7 +78,7 @@ def open_history(path: Path) -> Iterator[History]:
         yield history
 
 
-def missing_history(path: Path) -> HistoryError:
+def missing_history(path: HistoryLocation) -> HistoryError:
     return HistoryError(f"no history at {path}: run `fpmon check` to start one, or pass --history")
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import tomli_w
@@ -120,3 +124,64 @@ def cli(isolated: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run
         return Run(code, out, err)
 
     return run
+
+
+# --- both stores ---------------------------------------------------------------------------
+# FPMON_TEST_POSTGRES: the URL of a PostgreSQL server's database that may create databases
+# (.ci/postgres.sh starts one). Without it the PostgreSQL half of `history_url` skips, unless
+# FPMON_REQUIRE_POSTGRES is set (CI), where it fails.
+
+
+def postgres_server() -> str:
+    """The test server's URL, or skip (fail when FPMON_REQUIRE_POSTGRES is set)."""
+    url = os.environ.get("FPMON_TEST_POSTGRES")
+    if url:
+        return url
+    reason = "no PostgreSQL server: set FPMON_TEST_POSTGRES (`. .ci/postgres.sh` starts one)"
+    if os.environ.get("FPMON_REQUIRE_POSTGRES"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new empty database on the test server, dropped afterwards: its URL."""
+    import psycopg
+
+    server = postgres_server()
+    name = f"fpmon_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        parts = urlsplit(server)
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def history_url(
+    request: pytest.FixtureRequest, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The history of one test on each store: a SQLite file, then a PostgreSQL database. Set as
+    FPMON_HISTORY, so that every `fpmon` the test runs uses it."""
+    if request.param == "sqlite":
+        url = str(isolated / "state" / "history.db")
+        monkeypatch.setenv("FPMON_HISTORY", url)
+        yield url
+        return
+    with postgres_database() as url:
+        monkeypatch.setenv("FPMON_HISTORY", url)
+        yield url
+
+
+def stored_rows(history: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on either store's history (the test's own look, not through fpmon)."""
+    if history.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(history) as db:
+            return [tuple(row) for row in db.execute(sql).fetchall()]
+    with closing(sqlite3.connect(history)) as db:
+        return db.execute(sql).fetchall()

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from fp_monitor.accept import AcceptResult
 from fp_monitor.audit import Imported, Pruned, Verified
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.domain.models import CheckResult, Status
 from fp_monitor.domain.text import clean, describe, plural, show_interval, show_value
 from fp_monitor.output.layout import Fitted
@@ -71,7 +72,7 @@ def render_verified(verified: Verified) -> None:
             print(f"checkpoint: {when} import continued another chain after record {c.after_id}")
 
 
-def render_imported(source: Path, history: Path, imported: Imported) -> None:
+def render_imported(source: Path, history: HistoryLocation, imported: Imported) -> None:
     for problem in imported.invalid:
         print(clean(problem), file=sys.stderr)
     for line in imported.junctions:
@@ -87,7 +88,7 @@ def render_imported(source: Path, history: Path, imported: Imported) -> None:
     )
 
 
-def render_pruned(history: Path, pruned: Pruned) -> None:
+def render_pruned(history: HistoryLocation, pruned: Pruned) -> None:
     verb = "would prune" if pruned.dry_run else "pruned"
     print(
         f"{verb} {plural(pruned.observations, 'observation')} and "

@@ -57,11 +57,12 @@ ConfigOption = Annotated[
 
 
 HistoryOption = Annotated[
-    Path | None,
+    # A string: a PostgreSQL URL is not a path (a Path would fold its "//").
+    str | None,
     typer.Option(
         "--history",
-        help="History database (default: $FPMON_HISTORY, the config's `history`, then the user "
-        "data dir).",
+        help="History database: a SQLite file or a postgresql:// URL (default: $FPMON_HISTORY, "
+        "the config's `history`, then the user data dir).",
         show_default=False,
     ),
 ]

@@ -17,6 +17,12 @@ from typing import Any, TypeVar
 import platformdirs
 
 from fp_monitor.config.formats import grammars
+from fp_monitor.config.history_url import (
+    HistoryLocation,
+    history_location,
+    is_postgres,
+    postgres_url,
+)
 from fp_monitor.config.providers import (
     AZURE_DEFAULT_API_VERSION,
     PRESETS,
@@ -256,7 +262,8 @@ class Config:
     targets: tuple[Target, ...]
     source: Path | None
     """The file the config came from; None when targets came from the environment."""
-    history: Path
+    history: HistoryLocation
+    """A SQLite file, or a PostgreSQL database (config/history_url.py)."""
     baseline: Path
     retention: float | None = None
     """Seconds of history `fpmon prune` keeps when no --older-than is given."""
@@ -325,7 +332,7 @@ def default_history_path() -> Path:
 def load_config(
     explicit: Path | None = None,
     *,
-    history: Path | None = None,
+    history: Path | str | None = None,
     baseline: Path | None = None,
     require_targets: bool = True,
 ) -> Config:
@@ -349,14 +356,14 @@ def load_config(
         notifiers = _parse_notifiers(data, str(path), {t.name for t in targets})
         base_dir = path.parent
     where = str(path) if path else "environment"
-    history = history or _env_path("FPMON_HISTORY") or _path_key(data, "history", where, base_dir)
+    located = _history(history, data, where, base_dir)
     baseline = (
         baseline or _env_path("FPMON_BASELINE") or _path_key(data, "baseline", where, base_dir)
     )
     return Config(
         targets=targets,
         source=path,
-        history=history or default_history_path(),
+        history=located or default_history_path(),
         baseline=baseline or base_dir / LOCK_FILENAME,
         retention=_retention(data, where),
         notifiers=notifiers,
@@ -398,6 +405,20 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _history(
+    flag: Path | str | None, data: dict[str, Any], where: str, base_dir: Path
+) -> HistoryLocation | None:
+    """--history, else $FPMON_HISTORY, else the config's `history`: a path or a PostgreSQL URL."""
+    if flag is not None:
+        return history_location(str(flag), "--history")
+    if value := os.environ.get("FPMON_HISTORY"):
+        return history_location(value, "FPMON_HISTORY")
+    value = data.get("history")
+    if isinstance(value, str) and is_postgres(value):
+        return postgres_url(value, where)
+    return _path_key(data, "history", where, base_dir)
 
 
 def _path_key(data: dict[str, Any], key: str, where: str, base_dir: Path) -> Path | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.settings import (
     Config,
 )
@@ -38,7 +38,7 @@ class Notification:
     target: TargetResult
     check_id: str
     checked_at: datetime
-    history: Path
+    history: HistoryLocation
     failed_checks: int = 0
     """error: the checks failed in a row so far; recovered: how many failed before it."""
 
@@ -47,7 +47,7 @@ def events(
     result: CheckResult,
     failed_before: Mapping[str, int],
     error_after: Mapping[str, int],
-    history: Path,
+    history: HistoryLocation,
 ) -> list[Notification]:
     """The notifications one check calls for. `failed_before`: per target, the checks that
     failed in a row just before this one (from the history, so that separate `fpmon check`
@@ -75,7 +75,7 @@ def events(
 
 
 def traffic_events(
-    target: TargetResult, check_id: str, checked_at: datetime, history: Path
+    target: TargetResult, check_id: str, checked_at: datetime, history: HistoryLocation
 ) -> list[Notification]:
     """The notifications of one recorded response of an application's traffic: only `new` and
     `learned` (TRAFFIC_STATUSES), and a `new` only when it is news. Not `changed`, `error` or
@@ -96,7 +96,7 @@ def pending(history: History, config: Config, result: CheckResult) -> list[Notif
     return events(result, failed, error_after, history.path)
 
 
-def sample(event: Event, history: Path) -> Notification:
+def sample(event: Event, history: HistoryLocation) -> Notification:
     """A realistic event for `fpmon notify test`, on a target named fpmon-test."""
     status, previous, now = _SAMPLES[event]
     model = ("gpt-4o-mini-2024-07-18",)

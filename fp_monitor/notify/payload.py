@@ -4,6 +4,7 @@ command's stdin), its one-line summary, and `${NAME}` references expanded from t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fp_monitor.config.settings import (
@@ -40,7 +41,11 @@ def payload(notification: Notification) -> dict[str, Any]:
         "failed_checks": notification.failed_checks,
         "checked_at": iso(notification.checked_at),
         "check_id": notification.check_id,
-        "history": str(notification.history.absolute()),
+        "history": str(
+            notification.history.absolute()
+            if isinstance(notification.history, Path)
+            else notification.history
+        ),
         "summary": summary(notification),
     }
 

@@ -1,8 +1,11 @@
-"""The SQLite history: named append-only migrations, append with a hash chain, and the facts
-detection needs.
+"""The history: named append-only migrations, append with a hash chain, and the facts
+detection needs. In a SQLite file, or in a PostgreSQL database (store/postgres.py: the same
+class over a connection that speaks sqlite3's parameter style, so the SQL here is written once,
+in the subset both accept).
 
 Every check writes inside one BEGIN IMMEDIATE transaction: concurrent fpmon processes queue on
-SQLite's lock (busy timeout) instead of losing rows or forking the chain.
+SQLite's lock (busy timeout) instead of losing rows or forking the chain (on PostgreSQL, on an
+advisory lock).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
+from fp_monitor.config.history_url import HistoryLocation, PostgresURL
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
@@ -63,6 +67,7 @@ from fp_monitor.domain.models import (
     fingerprint_columns,
     fingerprint_token,
 )
+from fp_monitor.store.dialect import Cursor, Database, dict_rows
 
 BUSY_TIMEOUT_SECONDS = 60.0
 _T = TypeVar("_T")
@@ -273,12 +278,14 @@ _TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES
 
 _COUNT_KNOWN = (
     "INSERT INTO known_values (target, field, value, first_seen, samples) VALUES (?, ?, ?, ?, 1)"
-    " ON CONFLICT (target, field, value) DO UPDATE SET samples = samples + 1"
+    # Qualified: PostgreSQL finds a bare `samples` ambiguous (the row, or EXCLUDED's).
+    " ON CONFLICT (target, field, value) DO UPDATE SET samples = known_values.samples + 1"
 )
 _COUNT_KNOWN_BY_SOURCE = (
     "INSERT INTO known_values_by_source (target, source, field, value, first_seen, samples)"
     " VALUES (?, ?, ?, ?, ?, 1)"
-    " ON CONFLICT (target, source, field, value) DO UPDATE SET samples = samples + 1"
+    " ON CONFLICT (target, source, field, value)"
+    " DO UPDATE SET samples = known_values_by_source.samples + 1"
 )
 
 
@@ -297,9 +304,9 @@ def parse_timestamp(text: str) -> datetime:
 
 
 class History:
-    """One open history file."""
+    """One open history: a SQLite file, or a PostgreSQL database (store/postgres.py)."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: Database, path: HistoryLocation) -> None:
         self._db = connection
         self.path = path
         # What the write transaction under way leaves for its seal (see _seal).
@@ -309,9 +316,14 @@ class History:
         self._trimmed_hash: str | None = None
 
     @classmethod
-    def open(cls, path: Path, *, any_thread: bool = False) -> History:
+    def open(cls, path: HistoryLocation, *, any_thread: bool = False) -> History:
         """Open (creating, owner-only, and migrating as needed) the history at `path`.
         `any_thread`: the caller uses it from several threads, one at a time."""
+        if isinstance(path, PostgresURL):
+            # Imported here: the driver is an extra, and a SQLite history never needs it.
+            from fp_monitor.store.postgres import PostgresHistory
+
+            return PostgresHistory.connect(path)
         with _errors(path):
             _create_private(path)
             db = sqlite3.connect(
@@ -327,8 +339,12 @@ class History:
             return history
 
     @classmethod
-    def open_readonly(cls, path: Path) -> History | None:
+    def open_readonly(cls, path: HistoryLocation) -> History | None:
         """Open without creating or migrating anything; None when there is no history yet."""
+        if isinstance(path, PostgresURL):
+            from fp_monitor.store.postgres import PostgresHistory
+
+            return PostgresHistory.connect_readonly(path)
         if not path.exists():
             return None
         with _errors(path):
@@ -351,25 +367,28 @@ class History:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> History:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _migrate(self) -> None:
-        if self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        if self._schema_version() == SCHEMA_VERSION:
             return
+        # Under the write lock: writers that start on a new history at once migrate it once.
         with self.write():
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                self._migration_sql(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
             )
             done = {row[0] for row in self._db.execute("SELECT name FROM schema_migrations")}
             for name, sql in MIGRATIONS:
                 if name in done:
                     continue
-                for statement in sql.split(";"):
+                for statement in self._migration_sql(sql).split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 if name == "0009_known_baseline":
@@ -384,7 +403,29 @@ class History:
                     "INSERT INTO schema_migrations VALUES (?, ?)",
                     (name, timestamp(datetime.now(UTC))),
                 )
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._schema_migrated()
+
+    # What differs between the stores in migrating (store/postgres.py overrides these).
+    def _schema_version(self) -> int:
+        """How many migrations the history has had (SQLite keeps it in the file's header)."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migration_sql(self, sql: str) -> str:
+        """A migration's SQL (written for SQLite) as this store runs it."""
+        return sql
+
+    def _schema_migrated(self) -> None:
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # SQL text that differs between the stores (store/report_queries.py).
+    def index_hint(self, index: str) -> str:
+        """What follows a table's name to make SQLite read it through `index` (SQLite has no
+        statistics unless ANALYZE ran, which fpmon never runs)."""
+        return f" INDEXED BY {index}"
+
+    def epoch_seconds(self, column: str) -> str:
+        """An expression: the whole seconds since the epoch of a timestamp column."""
+        return f"CAST(strftime('%s', {column}) AS INTEGER)"
 
     def _keep_unchained_known(self) -> None:
         """Move what the known values hold beyond the chained records into the baseline, and
@@ -404,8 +445,10 @@ class History:
             ("known_values_by_source", 6, stored, merge_known(baseline, derived)),
             ("known_values", 5, self.stored_known(by_source=False), self.expected_union()),
         ):
+            unique = "target, source, field, value" if columns == 6 else "target, field, value"
             self._db.executemany(
-                f"INSERT OR REPLACE INTO {table} VALUES ({_marks(columns)})",
+                f"INSERT INTO {table} VALUES ({_marks(columns)}) ON CONFLICT ({unique})"
+                " DO UPDATE SET first_seen = excluded.first_seen, samples = excluded.samples",
                 [(*key, *count) for key, count in expected.items() if stored_now.get(key) != count],
             )
 
@@ -418,14 +461,19 @@ class History:
         group = "target, source" if by_source else "target"
         found: dict[KnownKey, KnownCount] = {}
         for field, column in (("fingerprint", _FINGERPRINT_TOKEN), ("model", "resolved_model")):
-            # min(id) makes SQLite return the observed_at of the first record with the value
+            # First seen: the observed_at of the first record with the value (min(id)), joined
+            # back (PostgreSQL has no bare columns beside an aggregate, as SQLite has).
             cursor = self._db.execute(
-                f"SELECT {group}, {column} AS value, min(id), observed_at, count(*)"
-                " FROM observations WHERE error_kind IS NULL AND id <= ?"
-                f" GROUP BY {group}, value HAVING value IS NOT NULL",
+                f"SELECT {_qualified(group)}, k.value, o.observed_at, k.samples FROM ("
+                f" SELECT {group}, value, min(id) AS first_id, count(*) AS samples FROM ("
+                f"  SELECT {group}, {column} AS value, id FROM observations"
+                "   WHERE error_kind IS NULL AND id <= ?"
+                " ) AS v WHERE value IS NOT NULL"
+                f" GROUP BY {group}, value"
+                ") AS k JOIN observations AS o ON o.id = k.first_id",
                 (through_id,),
             )
-            for *owner, value, _, first_seen, samples in cursor:
+            for *owner, value, first_seen, samples in cursor:
                 found[(*owner, field, value)] = (first_seen, samples)
         return found
 
@@ -456,30 +504,37 @@ class History:
         return merge_known(union_known(self.known_baseline()), self.derived_known(by_source=False))
 
     def write(self) -> AbstractContextManager[None]:
-        """One write transaction that holds SQLite's write lock from its start, and seals what
-        it wrote before it commits."""
-        return self._transaction("BEGIN IMMEDIATE", seal=True)
+        """One write transaction that holds the history's write lock from its start, and seals
+        what it wrote before it commits."""
+        return self._transaction(write=True)
 
     def snapshot(self) -> AbstractContextManager[None]:
-        """One read transaction: its queries see one state of the file, whatever is written
+        """One read transaction: its queries see one state of the history, whatever is written
         meanwhile (verify reads the checkpoints and then every record)."""
-        return self._transaction("BEGIN", seal=False)
+        return self._transaction(write=False)
 
     @contextmanager
-    def _transaction(self, begin: str, *, seal: bool) -> Iterator[None]:
-        with _errors(self.path):
-            self._db.execute(begin)
+    def _transaction(self, *, write: bool) -> Iterator[None]:
+        with _errors(self.path), self._begin(write=write):
             try:
                 yield
-                if seal:
+                if write:
                     self._seal()
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             finally:
                 self._unsealed, self._relisted = [], []
                 self._pruned_before = self._trimmed_hash = None
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[None]:
+        """A transaction, committed when the block ends, rolled back when it raises (SQLite's:
+        BEGIN IMMEDIATE takes the write lock at once; store/postgres.py overrides this)."""
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _seal(self) -> None:
         """Seal what this transaction wrote: the hash of each check row and checkpoint, the
@@ -673,7 +728,7 @@ class History:
             cursor = self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
                 " headers, samples, errors, learning, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     check_id,
                     result.name,
@@ -758,7 +813,7 @@ class History:
     ) -> None:
         cursor = self._db.execute(
             "INSERT INTO chain_checkpoints (kind, after_id, from_hash, hash, records, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (kind.value, after_id, from_hash, hash_, records, timestamp(datetime.now(UTC))),
         )
         self._unsealed.append(("chain_checkpoints", _rowid(cursor)))
@@ -929,7 +984,6 @@ class History:
                 " ORDER BY observed_at DESC, id DESC LIMIT ?",
                 (*params, limit),
             )
-            cursor.row_factory = sqlite3.Row
             return [
                 Recorded(
                     row["id"],
@@ -937,7 +991,7 @@ class History:
                     self._decode(f"record {row['id']}", "a column", observation_from_row, row),
                     self._decode(f"record {row['id']}", "source", Source, row["source"]),
                 )
-                for row in cursor
+                for row in dict_rows(cursor)
             ]
 
     def samples(self, target: str, window: Window) -> list[Sample]:
@@ -1207,9 +1261,16 @@ _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on paramet
 _SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
 
 
-def _rowid(cursor: sqlite3.Cursor) -> int:
-    assert cursor.lastrowid is not None  # an INSERT's
-    return cursor.lastrowid
+def _rowid(cursor: Cursor) -> int:
+    """The id an INSERT ... RETURNING id gave its row (both stores; sqlite3's lastrowid only
+    SQLite)."""
+    (row_id,) = cursor.fetchone()
+    return int(row_id)
+
+
+def _qualified(columns: str) -> str:
+    """`target, source` -> `k.target, k.source`."""
+    return ", ".join(f"k.{column.strip()}" for column in columns.split(","))
 
 
 def _marks(count: int) -> str:
@@ -1250,8 +1311,9 @@ _PRUNABLE_CHECKS = """checked_at < ? AND id NOT IN (
             PARTITION BY target ORDER BY checked_at DESC, id DESC
         ) AS newest
         FROM checks WHERE fingerprints IS NOT NULL
-    ) WHERE newest = 1
+    ) AS ranked WHERE newest = 1
 )"""
+# (The subquery is named: PostgreSQL before 16 requires it.)
 
 
 def _window(column: str, window: Window) -> tuple[str, list[Any]]:
@@ -1425,8 +1487,9 @@ def _why_unwritable(path: Path, problem: str) -> str:
 
 
 @contextmanager
-def _errors(path: Path) -> Iterator[None]:
-    """sqlite3 and OS errors -> HistoryError naming the file and what to do."""
+def _errors(path: HistoryLocation) -> Iterator[None]:
+    """sqlite3 and OS errors -> HistoryError naming the file and what to do (PostgreSQL's
+    connection turns its driver's errors into HistoryError itself)."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
@@ -1435,11 +1498,29 @@ def _errors(path: Path) -> Iterator[None]:
             text = "the file is not an fpmon history (not a SQLite database)"
         elif "locked" in text or "busy" in text:
             text = "locked by another process; try again, or pass another --history"
-        elif "readonly" in text or "unable to open" in text:
+        elif isinstance(path, Path) and ("readonly" in text or "unable to open" in text):
             text = _why_unwritable(path, text)
         raise HistoryError(f"history {path}: {text}") from exc
     except OSError as exc:
         text = exc.strerror or str(exc)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if isinstance(path, Path) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             text = _why_unwritable(path, text)
         raise HistoryError(f"history {path}: {text}") from exc
+
+
+def history_exists(path: HistoryLocation) -> bool:
+    """Whether there is a history at `path` (a PostgreSQL database: with fpmon's tables)."""
+    if not isinstance(path, PostgresURL):
+        return path.exists()
+    found = History.open_readonly(path)
+    if found is not None:
+        found.close()
+    return found is not None
+
+
+def database_size(url: PostgresURL) -> int:
+    """The bytes a PostgreSQL history's tables and indexes take."""
+    from fp_monitor.store.postgres import PostgresHistory
+
+    with PostgresHistory.connect(url) as history:
+        return history.size()

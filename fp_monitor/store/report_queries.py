@@ -4,7 +4,10 @@ per status, the change events with the check before each, and the learning phase
 SQLite does the counting, from the two indexes of migration 0011 alone (`observations_report`,
 `checks_report`), never reading the rows: so a report over a million observations takes
 seconds. The queries name them (INDEXED BY): without statistics (fpmon never runs ANALYZE)
-SQLite would pick the (target, source, time) indexes and read every row for the rest.
+SQLite would pick the (target, source, time) indexes and read every row for the rest. On
+PostgreSQL the same queries run without the hint (History.index_hint), the planner choosing
+from its statistics, and the time bucket comes from PostgreSQL's date functions
+(History.epoch_seconds).
 """
 
 from __future__ import annotations
@@ -72,9 +75,10 @@ def sample_counts(
     start = int(buckets.start.timestamp())
     rows = _rows(
         history,
-        "SELECT (CAST(strftime('%s', observed_at) AS INTEGER) - ?) / ? AS bucket, fingerprint,"
+        f"SELECT ({history.epoch_seconds('observed_at')} - ?) / ? AS bucket, fingerprint,"
         " fingerprint_state, resolved_model, error_kind, count(*)"
-        f" FROM observations INDEXED BY observations_report WHERE target = ?{where}"
+        f" FROM observations{history.index_hint('observations_report')}"
+        f" WHERE target = ?{where}"
         " GROUP BY bucket, fingerprint, fingerprint_state, resolved_model, error_kind",
         (start, buckets.size, target, *params),
     )
@@ -139,8 +143,9 @@ def check_counts(history: History, target: str, window: Window) -> CheckCounts:
     where, params = _window("checked_at", window)
     per_status = _rows(
         history,
-        "SELECT status, count(*), max(checked_at) FROM checks INDEXED BY checks_report"
-        f" WHERE target = ?{where} GROUP BY status",
+        "SELECT status, count(*), max(checked_at)"
+        f" FROM checks{history.index_hint('checks_report')} WHERE target = ?{where}"
+        " GROUP BY status",
         (target, *params),
     )
     latest = _rows(
@@ -171,7 +176,7 @@ def change_events(
     where, params = _window("checked_at", window)
     # The newest ids first, from the index; then only those rows are read.
     newest = (
-        "SELECT id FROM checks INDEXED BY checks_report"
+        f"SELECT id FROM checks{history.index_hint('checks_report')}"
         f" WHERE target = ? AND {_IN_CHANGE_STATUSES}{where}"
         " ORDER BY checked_at DESC, id DESC LIMIT ?"
     )

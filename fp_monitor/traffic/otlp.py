@@ -229,7 +229,7 @@ class Intake:
         options: IntakeOptions,
         *,
         config: Path | None = None,
-        history: Path | None = None,
+        history: str | None = None,
     ) -> None:
         self._config_path = config
         self._history_path = history
@@ -513,7 +513,7 @@ def serve_otlp(
     options: IntakeOptions,
     *,
     config: Path | None,
-    history: Path | None,
+    history: str | None,
     on_ready: Callable[[str], None],
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; what is queued is written before the process ends."""

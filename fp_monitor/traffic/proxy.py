@@ -407,7 +407,7 @@ def serve_proxy(
     listen: str,
     upstream: str,
     target: str,
-    history: Path | None,
+    history: str | None,
     config: Path | None,
     on_ready: Callable[[str, Recorder], None],
 ) -> None:

@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import queue
 import re
 import sys
@@ -55,6 +56,7 @@ import httpx2
 from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
 from fp_monitor.check import detect_target
+from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.providers import provider_for_url
 from fp_monitor.config.settings import carries_credentials, load_config
 from fp_monitor.domain.errors import ConfigError, HistoryError, UnexpectedFingerprint
@@ -417,7 +419,7 @@ class _Connection:
     """One history connection, opened on first use, and the lock of the threads that take
     turns on it; after a failure it is closed, so that the next use opens it afresh."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: HistoryLocation) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._history: History | None = None
@@ -463,7 +465,7 @@ class Recorder:
         if not isinstance(target, str) or not target:
             raise ValueError("target must be a non-empty name, e.g. 'grok'")
         loaded = load_config(
-            config, history=None if history is None else Path(history), require_targets=False
+            config, history=None if history is None else os.fspath(history), require_targets=False
         )
         settings = next((t for t in loaded.targets if t.name == target), None)
         self.target = target

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fp_monitor.check import detect_target
+from fp_monitor.config.history_url import history_location
 from fp_monitor.config.settings import load_config
 from fp_monitor.domain.learning import LearningSettings
 from fp_monitor.domain.models import (
@@ -116,6 +117,13 @@ def history(tmp_path: Path) -> Iterator[History]:
         yield opened
 
 
+@pytest.fixture
+def any_history(history_url: str) -> Iterator[History]:
+    """The history on each store (SQLite, then PostgreSQL): the queries are the same there."""
+    with History.open(history_location(history_url, "test")) as opened:
+        yield opened
+
+
 def check(
     history: History,
     at: datetime,
@@ -131,13 +139,13 @@ def check(
     record(history, samples, target=target, at=at, source=source)
 
 
-def test_samples_are_counted_per_bucket_and_value(history: History) -> None:
-    check(history, T0, ["fp_a", "fp_a", "fp_b"])
-    check(history, T0 + HOUR, ["fp_b"], failed=2)
-    check(history, T0 + 3 * HOUR, [NULL], model="m-2")
+def test_samples_are_counted_per_bucket_and_value(any_history: History) -> None:
+    check(any_history, T0, ["fp_a", "fp_a", "fp_b"])
+    check(any_history, T0 + HOUR, ["fp_b"], failed=2)
+    check(any_history, T0 + 3 * HOUR, [NULL], model="m-2")
     buckets = Buckets(T0, 3600, 4)
     lock = LockEntry(frozenset({"fp_a"}), frozenset({"m-1"}))
-    counts = sample_counts(history, "grok", Window(), buckets, lock)
+    counts = sample_counts(any_history, "grok", Window(), buckets, lock)
     assert counts.ok == (3, 1, 0, 1)
     assert [(b.kind, b.value, b.counts, b.locked) for b in counts.bands] == [
         (BandKind.FINGERPRINT, "fp_a", (2, 0, 0, 0), True),
@@ -149,17 +157,17 @@ def test_samples_are_counted_per_bucket_and_value(history: History) -> None:
     ]
 
 
-def test_sources_and_ranges_filter_the_counts(history: History) -> None:
-    check(history, T0, ["fp_a"])
-    check(history, T0 + HOUR, ["fp_t"], source=Source.TRAFFIC)
+def test_sources_and_ranges_filter_the_counts(any_history: History) -> None:
+    check(any_history, T0, ["fp_a"])
+    check(any_history, T0 + HOUR, ["fp_t"], source=Source.TRAFFIC)
     buckets = Buckets(T0, 3600, 2)
     traffic = sample_counts(
-        history, "grok", Window(sources=frozenset({Source.TRAFFIC})), buckets, None
+        any_history, "grok", Window(sources=frozenset({Source.TRAFFIC})), buckets, None
     )
     assert [(b.value, b.counts) for b in traffic.bands if b.kind is BandKind.FINGERPRINT] == [
         ("fp_t", (0, 1))
     ]
-    later = sample_counts(history, "grok", Window(since=T0 + HOUR), buckets, None)
+    later = sample_counts(any_history, "grok", Window(since=T0 + HOUR), buckets, None)
     assert later.ok == (0, 1)
 
 
@@ -199,12 +207,12 @@ def test_check_counts_agree_with_stats(history: History, tmp_path: Path) -> None
     assert counts.last_change_at == T0 + 3 * HOUR
 
 
-def test_change_events_carry_the_diff_the_check_printed(history: History) -> None:
-    check(history, T0, ["fp_a"])
-    check(history, T0 + HOUR, [], failed=1)
-    with history.write():  # as `fpmon check` records it, to compare with what it printed
+def test_change_events_carry_the_diff_the_check_printed(any_history: History) -> None:
+    check(any_history, T0, ["fp_a"])
+    check(any_history, T0 + HOUR, [], failed=1)
+    with any_history.write():  # as `fpmon check` records it, to compare with what it printed
         observations = [obs("fp_b", "m-2", at=T0 + 2 * HOUR, headers={"server": "b"})]
-        facts = history.facts("grok")
+        facts = any_history.facts("grok")
         printed = detect_target(
             "grok",
             observations,
@@ -214,37 +222,37 @@ def test_change_events_carry_the_diff_the_check_printed(history: History) -> Non
             entry=None,
             checked_at=T0 + 2 * HOUR,
         )
-        history.append_check(uuid.uuid4().hex, T0 + 2 * HOUR, printed, observations)
-    newest, first = change_events(history, "grok", Window(), limit=10)
-    assert check_counts(history, "grok", Window()).changes == 2
+        any_history.append_check(uuid.uuid4().hex, T0 + 2 * HOUR, printed, observations)
+    newest, first = change_events(any_history, "grok", Window(), limit=10)
+    assert check_counts(any_history, "grok", Window()).changes == 2
     assert (newest.status, newest.checked_at, newest.source) == ("new", T0 + 2 * HOUR, Source.PROBE)
     assert newest.changes == printed.changes
     assert [c.field for c in newest.changes] == ["fingerprint", "model", "header server"]
     assert newest.changes[0] == Change("grok", "fingerprint", ("fp_a",), ("fp_b",), T0)
     assert (first.status, first.changes) == ("first", ())
-    assert change_events(history, "grok", Window(), limit=1) == (newest,)
+    assert change_events(any_history, "grok", Window(), limit=1) == (newest,)
 
 
 def test_the_learning_phase_runs_from_the_first_learning_check_to_its_end(
-    history: History,
+    any_history: History,
 ) -> None:
     settings = LearningSettings(min_samples=3, unseen=0.5, bootstrap_samples=1)
-    assert learning_phase(history, "grok") is None
+    assert learning_phase(any_history, "grok") is None
     for hour, values in enumerate((["fp_a"], ["fp_a", "fp_b"], ["fp_a", "fp_b"], ["fp_a"])):
         at = T0 + hour * HOUR
         observations = [obs(v, at=at) for v in values]
-        with history.write():
+        with any_history.write():
             result = detect_target(
                 "grok",
                 observations,
-                history.facts("grok"),
+                any_history.facts("grok"),
                 settings=settings,
                 expect=frozenset(),
                 entry=None,
                 checked_at=at,
             )
-            history.append_check(uuid.uuid4().hex, at, result, observations)
-    phase = learning_phase(history, "grok")
+            any_history.append_check(uuid.uuid4().hex, at, result, observations)
+    phase = learning_phase(any_history, "grok")
     assert phase is not None
     assert phase.start == T0
     assert phase.end is not None and T0 < phase.end <= T0 + 3 * HOUR
