@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,15 +58,10 @@ from fp_monitor.traffic.otlp_sightings import (
     span_sightings,
 )
 from fp_monitor.traffic.otlp_wire import Encoding, Refused, answer, decompressed, parse, refusal
-from fp_monitor.traffic.proxy import bind, parse_listen, serve_app
+from fp_monitor.traffic.proxy import Receive, Scope, Send, bind, parse_listen, serve_app
 from fp_monitor.traffic.recording import Recorder
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_LISTEN = "127.0.0.1:4318"
 """OTLP/HTTP's registered port, on loopback: another address is a choice (with a warning)."""
