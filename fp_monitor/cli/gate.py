@@ -124,12 +124,12 @@ def check(
 
 def _print_check(result: CheckResult, output_format: OutputFormat) -> None:
     if output_format is OutputFormat.JSON:
-        from fp_monitor.output.render import check_json
+        from fp_monitor.output.contracts import check_json
 
         print(json.dumps(check_json(result), indent=2))
     elif output_format in (OutputFormat.JSONL, OutputFormat.CSV):
+        from fp_monitor.output.contracts import CHECK_TARGET_FIELDS, check_json
         from fp_monitor.output.formats import print_document
-        from fp_monitor.output.render import CHECK_TARGET_FIELDS, check_json
 
         document = check_json(result)
         print_document(output_format, document, "targets", CHECK_TARGET_FIELDS, sys.stdout)

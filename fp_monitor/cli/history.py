@@ -81,8 +81,9 @@ def stats(
 ) -> int:
     """Per target: values seen, the set served now with shares, changes, errors, latency."""
     from fp_monitor.config.settings import load_config
+    from fp_monitor.output.contracts import STATS_FIELDS, stats_json
     from fp_monitor.output.formats import markdown_table, print_document
-    from fp_monitor.output.render import STATS_FIELDS, render_stats, stats_json, stats_table
+    from fp_monitor.output.render import render_stats, stats_table
     from fp_monitor.reading import read_stats
 
     shown = chosen_format(ctx, as_json, output_format)

@@ -33,15 +33,10 @@ def targets(
 ) -> int:
     """Show the resolved targets (preset + overrides) and which key variables are missing."""
     from fp_monitor.config.settings import load_config
+    from fp_monitor.output.contracts import TARGET_FIELDS, targets_json
     from fp_monitor.output.formats import markdown_table, print_document
     from fp_monitor.output.layout import Fitted
-    from fp_monitor.output.render import (
-        TARGET_FIELDS,
-        make_console,
-        targets_json,
-        targets_notes,
-        targets_table,
-    )
+    from fp_monitor.output.render import make_console, targets_notes, targets_table
 
     shown = chosen_format(ctx, as_json, output_format)
     loaded = load_config(config)

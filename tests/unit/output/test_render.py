@@ -22,7 +22,9 @@ from fp_monitor.domain.models import (
     Status,
     TargetResult,
 )
-from fp_monitor.output.render import check_json, clean, make_console, render_check
+from fp_monitor.domain.text import clean
+from fp_monitor.output.contracts import check_json
+from fp_monitor.output.render import make_console, render_check
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 WHEN = datetime(2026, 11, 2, 8, 14, 59, tzinfo=UTC)
