@@ -1,4 +1,5 @@
-"""Provider presets: data, not code paths (see provider-notes.md)."""
+"""Provider presets: data, not code paths (docs: Reference, Configuration, Presets; and
+Explanation, What fingerprints mean)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from fp_monitor.config.providers import PRESETS, Auth
 from fp_monitor.config.settings import Config, load_config, parse_duration, parse_moment
 from fp_monitor.domain.errors import ConfigError, ExitCode
 
-# The presets that DESIGN.md section 3 promises.
+# The presets the product promises (docs/reference/configuration.md, Presets).
 DESIGN_PRESETS = (
     "openai",
     "azure",
@@ -35,7 +35,7 @@ DESIGN_PRESETS = (
 MCT = "max_completion_tokens"
 MT = "max_tokens"
 
-# provider-notes.md, table "Presets": base URL, auth, key variable, token-limit parameter.
+# Per preset: base URL, auth, key variable, token-limit parameter (as each provider documents).
 # The key variable of the local servers is not in the notes: None means "not asserted".
 PRESET_TABLE: dict[str, tuple[str, Auth, str | None, str]] = {
     "openai": ("https://api.openai.com/v1", Auth.BEARER, "OPENAI_API_KEY", MCT),

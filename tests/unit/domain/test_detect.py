@@ -488,7 +488,7 @@ def test_never_new_when_every_value_is_known(data: st.DataObject) -> None:
     history = data.draw(FACTS)
     entry = data.draw(LOCKS)
     expect = data.draw(st.frozensets(FINGERPRINTS))
-    # DESIGN.md: K = lock entry + expect with a lock entry; otherwise all recorded + expect.
+    # The known set K = lock entry + expect with a lock entry; otherwise all recorded + expect.
     known = (entry.fingerprints if entry else history.known_fingerprints) | expect
     known_models = entry.models if entry else history.known_models
     successes: st.SearchStrategy[Observation] = st.nothing()
