@@ -36,8 +36,8 @@ def detect(
     remind: float | None = None,
     checked_at: datetime | None = None,
 ) -> TargetResult:
-    """Classify one target's check (docs: Explanation, How detection decides). `learning`: the target is
-    still learning its served set (decided from the state before this check), so a value
+    """Classify one target's check (docs: Explanation, How detection decides). `learning`: the
+    target is still learning its served set (decided from the state before this check), so a value
     outside the known set is `learned`, not `new`; a target with a lock entry never learns."""
     ok = [o for o in observations if o.ok]
     errors = tuple(
