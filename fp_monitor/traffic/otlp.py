@@ -58,7 +58,15 @@ from fp_monitor.traffic.otlp_sightings import (
     span_sightings,
 )
 from fp_monitor.traffic.otlp_wire import Encoding, Refused, answer, decompressed, parse, refusal
-from fp_monitor.traffic.proxy import Receive, Scope, Send, bind, parse_listen, serve_app
+from fp_monitor.traffic.proxy import (
+    LifespanApp,
+    Receive,
+    Scope,
+    Send,
+    bind,
+    parse_listen,
+    serve_app,
+)
 from fp_monitor.traffic.recording import Recorder
 
 logger = logging.getLogger(__name__)
@@ -369,7 +377,7 @@ def _observation(route: Route, sighting: Sighting) -> Observation:
 _SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
 
 
-class OtlpApp:
+class OtlpApp(LifespanApp):
     """The ASGI application."""
 
     def __init__(self, intake: Intake, options: IntakeOptions) -> None:
@@ -377,21 +385,8 @@ class OtlpApp:
         self._options = options
         self._authorization = None if options.token is None else f"Bearer {options.token}".encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await anyio.to_thread.run_sync(self._intake.flush)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def shutdown(self) -> None:
+        await anyio.to_thread.run_sync(self._intake.flush)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[bytes, bytes] = {}

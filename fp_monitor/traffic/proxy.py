@@ -129,18 +129,9 @@ class _Upload:
             self.done.set()
 
 
-class ProxyApp:
-    """The ASGI application: forward, relay, record."""
-
-    def __init__(self, upstream: str, recorder: Recorder) -> None:
-        parts = urlsplit(upstream)
-        self._origin = httpx2.URL(f"{parts.scheme}://{parts.netloc}")
-        self._base_path = parts.path.rstrip("/")
-        self._base_query = parts.query
-        self._recorder = recorder
-        # No pool limit: every stream the application opens gets its own upstream connection.
-        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
-        self._transport = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
+class LifespanApp:
+    """An ASGI application served by `serve_app`: HTTP requests go to `_http`, and `shutdown`
+    runs once the server stops taking requests (what is still queued gets written)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,9 +145,32 @@ class ProxyApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class ProxyApp(LifespanApp):
+    """The ASGI application: forward, relay, record."""
+
+    def __init__(self, upstream: str, recorder: Recorder) -> None:
+        parts = urlsplit(upstream)
+        self._origin = httpx2.URL(f"{parts.scheme}://{parts.netloc}")
+        self._base_path = parts.path.rstrip("/")
+        self._base_query = parts.query
+        self._recorder = recorder
+        # No pool limit: every stream the application opens gets its own upstream connection.
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+        self._transport = httpx2.AsyncHTTPTransport(limits=limits, trust_env=False)
+
+    async def shutdown(self) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the upstream connections and write the records still queued."""
