@@ -41,7 +41,8 @@ from fanout import start_fake
 
 from fp_monitor.domain.chain import chain_hash
 from fp_monitor.domain.models import ErrorKind, Observation, Usage
-from fp_monitor.store.history import History, observation_row, timestamp
+from fp_monitor.store.history import History
+from fp_monitor.store.rows import observation_row, timestamp
 
 TARGETS = 50
 STABLE_TARGETS = 5

@@ -39,17 +39,11 @@ from fp_monitor.domain.errors import ChainBroken, ConfigError
 from fp_monitor.domain.models import ErrorKind, Source, Status
 from fp_monitor.fileio import open_atomic
 from fp_monitor.reading import missing_history, open_history
-from fp_monitor.store.history import (
-    Appended,
-    CheckSets,
-    History,
-    database_size,
-    history_exists,
-    merge_known,
-    observation_from_row,
-    parse_timestamp,
-    timestamp,
-)
+from fp_monitor.store.audit import CheckSets
+from fp_monitor.store.facts import merge_known
+from fp_monitor.store.history import History, database_size, history_exists
+from fp_monitor.store.recording import Appended
+from fp_monitor.store.rows import observation_from_row, parse_timestamp, timestamp
 
 EXPORT_VERSION = 1
 IMPORT_BATCH = 5000

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Self
 from fp_monitor.config.history_url import PostgresURL
 from fp_monitor.domain.errors import ConfigError, HistoryError
 from fp_monitor.store.dialect import Cursor
-from fp_monitor.store.history import SCHEMA_VERSION, History
+from fp_monitor.store.history import History
+from fp_monitor.store.migrations import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import psycopg

@@ -35,7 +35,9 @@ from fp_monitor.domain.report import (
     ServedSets,
     check_diff,
 )
-from fp_monitor.store.history import History, _errors, _window, parse_timestamp
+from fp_monitor.store.connection import _errors
+from fp_monitor.store.history import History
+from fp_monitor.store.rows import _window, parse_timestamp
 
 _CHANGE_STATUSES = tuple(status.value for status in CHANGE_STATUSES)
 _IN_CHANGE_STATUSES = f"status IN ({', '.join('?' for _ in _CHANGE_STATUSES)})"

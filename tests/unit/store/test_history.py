@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fp_monitor.domain.chain import CHAINED_COLUMNS
+from fp_monitor.domain.chain import CHAINED_COLUMNS, GENESIS_HASH, chain_hash
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ExitCode, HistoryError
 from fp_monitor.domain.models import (
@@ -31,7 +31,8 @@ from fp_monitor.domain.models import (
     TargetResult,
     Usage,
 )
-from fp_monitor.store.history import GENESIS_HASH, MIGRATIONS, History, chain_hash
+from fp_monitor.store.history import History
+from fp_monitor.store.migrations import MIGRATIONS
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 

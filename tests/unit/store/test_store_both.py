@@ -19,7 +19,8 @@ from fp_monitor.config.history_url import PostgresURL, history_location
 from fp_monitor.domain.chain import walk
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
-from fp_monitor.store.history import MIGRATIONS, History
+from fp_monitor.store.history import History
+from fp_monitor.store.migrations import MIGRATIONS
 from fp_monitor.store.postgres import migration_sql
 from tests.conftest import postgres_database, stored_rows
 from tests.unit.store.test_history import T0, obs, record

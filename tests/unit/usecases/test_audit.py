@@ -22,7 +22,9 @@ from fp_monitor.domain.chain import GENESIS_HASH, chain_hash
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ABSENT, NULL, ErrorKind, Source, Status
-from fp_monitor.store.history import MIGRATIONS, History, observation_row
+from fp_monitor.store.history import History
+from fp_monitor.store.migrations import MIGRATIONS
+from fp_monitor.store.rows import observation_row
 from tests.unit.store.test_history import (
     EXPECTED_INDEXES,
     EXPECTED_SCHEMA,

@@ -1,0 +1,251 @@
+"""Recording into the history: records appended to the hash chain, check rows and the known
+values they count, checkpoints, and the seal every write transaction ends with."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from fp_monitor.domain.chain import (
+    GENESIS_HASH,
+    RECORD_FIELDS,
+    SEALED_COLUMNS,
+    CheckpointKind,
+    Seal,
+    SealedRow,
+    baseline_digest,
+    chain_hash,
+    row_hash,
+    rows_digest,
+)
+from fp_monitor.domain.models import Observation, Source, TargetResult
+from fp_monitor.store.connection import _errors
+from fp_monitor.store.dialect import Cursor
+from fp_monitor.store.facts import Facts
+from fp_monitor.store.rows import _marks, observation_row, timestamp
+
+_COUNT_KNOWN = (
+    "INSERT INTO known_values (target, field, value, first_seen, samples) VALUES (?, ?, ?, ?, 1)"
+    # Qualified: PostgreSQL finds a bare `samples` ambiguous (the row, or EXCLUDED's).
+    " ON CONFLICT (target, field, value) DO UPDATE SET samples = known_values.samples + 1"
+)
+_COUNT_KNOWN_BY_SOURCE = (
+    "INSERT INTO known_values_by_source (target, source, field, value, first_seen, samples)"
+    " VALUES (?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (target, source, field, value)"
+    " DO UPDATE SET samples = known_values_by_source.samples + 1"
+)
+
+
+class Recording(Facts):
+    """Appends to the chain and the facts, sealed by the write transaction."""
+
+    def _seal(self) -> None:
+        """Seal what this transaction wrote: the hash of each check row and checkpoint, the
+        record the chain has reached, the baseline, chained to the seal before."""
+        last = self._db.execute(
+            f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        head_id, head_hash = self._head()
+        written = self._unsealed or self._relisted or self._pruned_before is not None
+        if not written and head_id == (last[2] if last else 0):
+            return
+        rows = [*self._relisted, *(self._sealed_row(t, i) for t, i in self._unsealed)]
+        seal = Seal(
+            id=last[0] + 1 if last else 1,
+            prev_hash=last[-1] if last else GENESIS_HASH,
+            after_id=head_id,
+            record_hash=head_hash,
+            rows=len(rows),
+            rows_digest=rows_digest(rows),
+            baseline=self.baseline_digest(),
+            pruned_before=self._pruned_before,
+            trimmed_hash=self._trimmed_hash,
+            created_at=timestamp(datetime.now(UTC)),
+            hash="",
+        )
+        seal = dataclasses.replace(seal, hash=seal.computed_hash())
+        self._db.execute(
+            f"INSERT INTO chain_seals ({_SEAL_COLUMNS}) VALUES ({_marks(11)})",
+            dataclasses.astuple(seal),
+        )
+        self._db.executemany(
+            "INSERT INTO sealed_rows VALUES (?, ?, ?, ?, ?, ?)",
+            [(seal.id, *row.content()) for row in rows],
+        )
+
+    def _sealed_row(self, table: str, row_id: int) -> SealedRow:
+        """A row as its seal lists it (the seal's id is given when it is written)."""
+        columns = SEALED_COLUMNS[table]
+        values = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
+        ).fetchone()
+        row = dict(zip(columns, values, strict=True))
+        import_after = row["after_id"] if row.get("kind") == CheckpointKind.IMPORT else None
+        return SealedRow(
+            0, table, row_id, row_hash(table, values), row.get("checked_at"), import_after
+        )
+
+    def baseline_digest(self) -> str:
+        return baseline_digest(self._db.execute("SELECT * FROM known_baseline"))
+
+    def append_check(
+        self,
+        check_id: str,
+        checked_at: datetime,
+        result: TargetResult,
+        observations: Iterable[Observation],
+        source: Source = Source.PROBE,
+    ) -> None:
+        """Record one target's check; call inside `write()` so the chain cannot fork."""
+        observations = list(observations)
+        with _errors(self.path):
+            head_id, prev_hash = self._head()
+            for observation in observations:
+                row = observation_row(check_id, observation, prev_hash, source)
+                row["hash"] = prev_hash = chain_hash(row)
+                head_id += 1
+                self._insert({"id": head_id, **row})
+        self.record_check(check_id, checked_at, result, observations, source)
+
+    def record_check(
+        self,
+        check_id: str,
+        checked_at: datetime,
+        result: TargetResult,
+        observations: Iterable[Observation],
+        source: Source = Source.PROBE,
+    ) -> None:
+        """The facts detection reads next time: the check's sets and the values now known."""
+        with _errors(self.path):
+            known = [
+                (result.name, field, value, timestamp(observation.observed_at))
+                for observation in observations
+                if observation.ok
+                for field, value in (
+                    ("fingerprint", observation.fingerprint),
+                    ("model", observation.resolved_model),
+                )
+                if value is not None
+            ]
+            # One more sample of each value: in the union of every source, and in its own.
+            self._db.executemany(_COUNT_KNOWN, known)
+            self._db.executemany(
+                _COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known]
+            )
+            succeeded = bool(result.fingerprints or result.models)
+            cursor = self._db.execute(
+                "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
+                " headers, samples, errors, learning, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    check_id,
+                    result.name,
+                    timestamp(checked_at),
+                    result.status.value,
+                    json.dumps(list(result.fingerprints)) if succeeded else None,
+                    json.dumps(list(result.models)) if succeeded else None,
+                    json.dumps({k: list(v) for k, v in result.headers.items()}),
+                    result.samples,
+                    len(result.errors),
+                    None if result.learning is None else int(result.learning),
+                    source.value,
+                ),
+            )
+            self._unsealed.append(("checks", _rowid(cursor)))
+
+    def append_records(self, rows: Sequence[Mapping[str, Any]]) -> list[Appended]:
+        """Append records from another history as they are (their hash and prev_hash kept),
+        except those whose hash is already here; call inside `write()`. Where a record does not
+        follow this history's last one, an import checkpoint records the junction for verify."""
+        with _errors(self.path):
+            present: set[str] = set()
+            for start in range(0, len(rows), _LOOKUP_CHUNK):
+                chunk = [r["hash"] for r in rows[start : start + _LOOKUP_CHUNK]]
+                present.update(
+                    found
+                    for (found,) in self._db.execute(
+                        f"SELECT hash FROM observations WHERE hash IN ({_marks(len(chunk))})",
+                        chunk,
+                    )
+                )
+            head_id, head_hash = self._head()
+            outcomes, inserts = [], []
+            for row in rows:
+                if row["hash"] in present:
+                    outcomes.append(Appended.PRESENT)
+                    continue
+                present.add(row["hash"])  # the same line twice in one file
+                spliced = row["prev_hash"] != head_hash
+                if spliced:
+                    self._add_checkpoint(
+                        CheckpointKind.IMPORT, head_id, head_hash, row["prev_hash"], records=0
+                    )
+                head_id, head_hash = head_id + 1, row["hash"]
+                inserts.append((head_id, *(row[c] for c in RECORD_FIELDS)))
+                outcomes.append(Appended.SPLICED if spliced else Appended.APPENDED)
+            self._db.executemany(
+                f"INSERT INTO observations (id, {', '.join(RECORD_FIELDS)})"
+                f" VALUES (?, {_marks(len(RECORD_FIELDS))})",
+                inserts,
+            )
+            return outcomes
+
+    def _insert(self, row: Mapping[str, Any]) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._db.execute(
+            f"INSERT INTO observations ({columns}) VALUES ({marks})", tuple(row.values())
+        )
+
+    def head(self) -> tuple[int, str]:
+        """The id and hash of the last record (see _head)."""
+        with _errors(self.path):
+            return self._head()
+
+    def _head(self) -> tuple[int, str]:
+        """The id and hash the next record follows: the last record, else the last prune
+        checkpoint (everything was pruned: ids go on from there), else the genesis."""
+        last = self._db.execute(
+            "SELECT id, hash FROM observations ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if last is None:
+            last = self._db.execute(
+                "SELECT after_id, hash FROM chain_checkpoints WHERE kind = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (CheckpointKind.PRUNE.value,),
+            ).fetchone()
+        return (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
+
+    def _add_checkpoint(
+        self, kind: CheckpointKind, after_id: int, from_hash: str, hash_: str, *, records: int
+    ) -> None:
+        cursor = self._db.execute(
+            "INSERT INTO chain_checkpoints (kind, after_id, from_hash, hash, records, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (kind.value, after_id, from_hash, hash_, records, timestamp(datetime.now(UTC))),
+        )
+        self._unsealed.append(("chain_checkpoints", _rowid(cursor)))
+
+
+_LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters
+_SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
+
+
+def _rowid(cursor: Cursor) -> int:
+    """The id an INSERT ... RETURNING id gave its row (both stores; sqlite3's lastrowid only
+    SQLite)."""
+    (row_id,) = cursor.fetchone()
+    return int(row_id)
+
+
+class Appended(Enum):
+    PRESENT = "present"
+    """A record with this hash was already there: nothing was written."""
+    APPENDED = "appended"
+    SPLICED = "spliced"
+    """Appended, and it continues another chain: an import checkpoint was recorded."""
