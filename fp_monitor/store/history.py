@@ -271,6 +271,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX checks_report ON checks (target, status, checked_at, source);
         """,
     ),
+    (
+        # Where each observation was made from (the `site` key); NULL in older records. On the
+        # observations, in the chain, not on the checks: check rows are sealed column by column
+        # (SEALED_COLUMNS), and every sample of a check comes from the one site anyway.
+        "0013_site",
+        # The index counts a target's samples per site (the metrics) without reading rows.
+        """
+        ALTER TABLE observations ADD COLUMN site TEXT;
+        CREATE INDEX observations_site ON observations (target, site);
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
@@ -1000,12 +1011,12 @@ class History:
         with _errors(self.path):
             cursor = self._db.execute(
                 "SELECT check_id, fingerprint, fingerprint_state, resolved_model, error_kind,"
-                f" latency_ms FROM observations WHERE target = ?{where}",
+                f" latency_ms, site FROM observations WHERE target = ?{where}",
                 (target, *params),
             )
             return [
-                Sample(check_id, fingerprint_token(fp, state), model, kind, latency)
-                for check_id, fp, state, model, kind, latency in cursor
+                Sample(check_id, fingerprint_token(fp, state), model, kind, latency, site)
+                for check_id, fp, state, model, kind, latency, site in cursor
             ]
 
     # --- the chain ------------------------------------------------------------------
@@ -1376,6 +1387,7 @@ def observation_from_row(row: Row) -> Observation:
         error_message=row["error_message"],
         raw_response=row["raw_response"],
         tags=json.loads(row["tags"]),
+        site=row["site"],
     )
 
 
@@ -1411,6 +1423,7 @@ def observation_row(
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
         "tags": json.dumps(dict(obs.tags), sort_keys=True),
+        "site": obs.site,
     }
 
 
