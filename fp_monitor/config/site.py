@@ -32,7 +32,8 @@ def machine_site() -> str:
         if problem := site_problem(value):
             raise ConfigError(f"{SITE_VARIABLE}: {problem}")
         return value
-    name = socket.gethostname()
+    # A host name is no user's typo: a long one (a fully qualified name) is cut, not refused.
+    name = socket.gethostname()[:SITE_LIMIT]
     if site_problem(name):
         raise ConfigError(
             f"this machine's host name is not a usable site name; set {SITE_VARIABLE}, "

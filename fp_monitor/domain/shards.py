@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SHARD = re.compile(r"^\s*(\d{1,9})\s*/\s*(\d{1,9})\s*$", re.ASCII)
 MAX_SHARDS = 100_000
 
 
@@ -23,7 +23,7 @@ class Shard:
 
     def holds(self, name: str) -> bool:
         digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+        return int.from_bytes(digest, "big") % self.count == self.index - 1
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

@@ -618,6 +618,9 @@ def test_the_site_defaults_to_the_host_name(
 ) -> None:
     monkeypatch.setattr("socket.gethostname", lambda: "runner-7")
     assert load_text(tmp_path, target_toml("a")).targets[0].site == "runner-7"
+    long_name = "node-" + "x" * 80 + ".example.internal"  # a fully qualified name
+    monkeypatch.setattr("socket.gethostname", lambda: long_name)
+    assert load_text(tmp_path, target_toml("a")).targets[0].site == long_name[:64]
 
 
 def test_the_site_comes_from_defaults_a_target_or_fpmon_site(

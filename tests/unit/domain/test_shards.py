@@ -3,6 +3,8 @@ shard never changes between runs; bad values say the accepted form."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,15 +30,18 @@ def test_a_target_keeps_its_shard_from_run_to_run() -> None:
     names = ["grok", "gpt-4o", "claude", "llama", "mistral", "qwen", "deepseek", "gemini"]
     shard_of = {n: next(i for i in range(1, 5) if Shard(i, 4).holds(n)) for n in names}
     assert shard_of == {
-        "grok": 4,
-        "gpt-4o": 4,
-        "claude": 3,
-        "llama": 3,
-        "mistral": 3,
-        "qwen": 4,
-        "deepseek": 3,
-        "gemini": 1,
+        "grok": 1,
+        "gpt-4o": 3,
+        "claude": 2,
+        "llama": 2,
+        "mistral": 4,
+        "qwen": 2,
+        "deepseek": 4,
+        "gemini": 3,
     }
+    # The shard is the digest read as a big-endian number, modulo N (docs/how-to/team-history).
+    digest = hashlib.sha256(b"mistral").digest()
+    assert int.from_bytes(digest, "big") % 4 == 3
 
 
 def test_a_thousand_targets_split_about_evenly() -> None:
@@ -54,6 +59,8 @@ def test_a_thousand_targets_split_about_evenly() -> None:
         ("a/b", "is not I/N: write the shard and the shard count, like 2/4"),
         ("2", "is not I/N"),
         ("-1/2", "is not I/N"),
+        ("1/1234567890", "is not I/N"),
+        ("\u0661/\u0662", "is not I/N"),  # Arabic-Indic digits: not what a flag means
     ],
 )
 def test_a_bad_shard_says_the_accepted_form(text: str, problem: str) -> None:
