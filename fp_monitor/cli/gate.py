@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -97,6 +99,11 @@ def check(
     if shard is not None and not names:
         # A CI matrix may have more shards than targets: an empty one has nothing to fail.
         stderr_line(f"fpmon: shard {shard} holds none of the targets: nothing to check")
+        if shown_format is not OutputFormat.TABLE:  # a step that parses it gets a document
+            from fp_monitor.domain.models import CheckResult
+
+            nothing = CheckResult(uuid.uuid4().hex, datetime.now(UTC), (), ExitCode.OK, False)
+            _print_check(nothing, shown_format)
         return ExitCode.OK
     warn_insecure(loaded.select(names))
     if metrics_file is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from fp_monitor.devtools.fake_api import FakeAPI
 from tests.conftest import Run
 
-NAMES = [f"t{n}" for n in range(8)]
+NAMES = [f"t{n}" for n in range(24)]
 
 
 def test_three_shards_probe_every_target_exactly_once(
@@ -35,6 +35,9 @@ def test_an_empty_shard_checks_nothing_and_a_bad_one_is_exit_2(
     (empty,) = set(runs) - {full}  # one target, two shards: the other holds nothing
     assert runs[empty].code == 0
     assert runs[empty].err == f"fpmon: shard {empty} holds none of the targets: nothing to check\n"
+    document = fpmon("check", "--shard", empty, "--json")
+    assert document.code == 0 and document.json()["targets"] == []
+    assert document.json()["recorded"] is False
     watch = fpmon("watch", "--every", "1m", "--count", "1", "--shard", empty)
     assert watch.code == 2
     assert watch.err.strip().splitlines() == [
