@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -329,17 +330,17 @@ def main() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for path in directory.glob("*.db*"):
         path.unlink()
-    with postgres_server(args) as server:
-        databases = Databases(server) if server else None
-        try:
-            run(args, directory, databases)
-        finally:
-            if databases is not None:
-                databases.drop()
-    if args.keep is None:
-        for path in directory.iterdir():
-            path.unlink()
-        directory.rmdir()
+    try:
+        with postgres_server(args) as server:
+            databases = Databases(server) if server else None
+            try:
+                run(args, directory, databases)
+            finally:
+                if databases is not None:
+                    databases.drop()
+    finally:  # a failed run leaves no gigabyte behind either
+        if args.keep is None:
+            shutil.rmtree(directory)
 
 
 @contextmanager
