@@ -219,6 +219,9 @@ TARGET_MEANING = {
     "error_after": "Failed checks in a row before an `error` notification (1 to 1000).",
     "remind": "A value left unaccepted is announced once (its `new` notification); with "
     '`remind = "24h"`, again every 24h while it stays unaccepted.',
+    "site": "Where the target is probed from, recorded with each observation (at most 64 "
+    "printable characters); `FPMON_SITE` wins over it. See "
+    "[One history for a team](../how-to/team-history.md#watchers-in-several-regions).",
 }
 
 NOTIFY_MEANING = {
@@ -296,6 +299,7 @@ def _target_defaults() -> dict[str, str]:
         "learn_unseen": lambda: str(t.learning.unseen),
         "learn_max": lambda: _duration(t.learning.max_age),
         "remind": lambda: "none (announce once)" if t.remind is None else _duration(t.remind),
+        "site": lambda: "the host name",
     }
     return {
         key: read[key]() if key in read else _toml(getattr(t, key)) for key in fpconfig.TARGET_KEYS

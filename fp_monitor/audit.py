@@ -20,6 +20,7 @@ from typing import IO, Any, BinaryIO, NoReturn
 
 from fp_monitor.config.history_url import HistoryLocation, PostgresURL
 from fp_monitor.config.settings import Config
+from fp_monitor.config.site import site_problem
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     NO_TAGS,
@@ -87,6 +88,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "raw_response": (str, True),
     "prev_hash": (str, False),
     "tags": (str, False),
+    "site": (str, True),
     "hash": (str, False),
 }
 
@@ -479,6 +481,8 @@ def parse_record(text: str, latest: datetime) -> dict[str, Any]:
     for field in RECORD_FIELDS:
         if field == "tags" and field not in data:
             data[field] = NO_TAGS  # exported before records had tags
+        if field == "site" and field not in data:
+            data[field] = None  # exported before records had a site
         if field not in data:
             raise ValueError(f"missing field {field!r}")
         kind, nullable = _FIELD_TYPES[field]
@@ -534,6 +538,8 @@ def _check_semantics(record: Mapping[str, Any], latest: datetime) -> None:
         raise ValueError(f"source: expected probe or traffic, got {record['source'][:40]!r}")
     if record["error_kind"] is not None and record["error_kind"] not in _ERROR_KINDS:
         raise ValueError(f"error_kind: unknown kind {record['error_kind'][:40]!r}")
+    if record["site"] is not None and (problem := site_problem(record["site"])):
+        raise ValueError(f"site: {problem}")
     for field in ("headers", "tags"):
         try:
             mapping = json.loads(record[field])

@@ -9,7 +9,7 @@ follow (error streaks, served pairs, traffic since the last round) use the same 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -27,6 +27,7 @@ from fp_monitor.output.metrics import (
 )
 from fp_monitor.output.reports import publish
 from fp_monitor.store.history import History
+from fp_monitor.store.sites import samples_by_site
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,12 @@ def read_metrics(
     with history.snapshot():  # the counts and the row they go up to, from one state
         states = {t.name: history.state(t.name) for t in targets}
         last_row = history.last_check_row()
-    return snapshot_of(targets, states, last_row, interval)
+        samples = samples_by_site(history, [t.name for t in targets])
+    return replace(snapshot_of(targets, states, last_row, interval), samples=samples)
 
 
 def with_traffic_since(history: History, snapshot: Snapshot) -> Snapshot:
     """The snapshot with the traffic recorded since it was taken."""
     changes, last_row = history.traffic_changes(snapshot.traffic_after)
-    return with_traffic(snapshot, changes, last_row)
+    samples = samples_by_site(history, [t.name for t in snapshot.targets])
+    return replace(with_traffic(snapshot, changes, last_row), samples=samples)

@@ -41,7 +41,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for preset in PRESETS.values():
         if preset.key_env:
             monkeypatch.delenv(preset.key_env, raising=False)
-    for name in ("FPMON_CONFIG", "FPMON_HISTORY", "FPMON_BASELINE", "NO_COLOR"):
+    for name in ("FPMON_CONFIG", "FPMON_HISTORY", "FPMON_BASELINE", "FPMON_SITE", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
@@ -185,3 +185,15 @@ def stored_rows(history: str, sql: str) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in db.execute(sql).fetchall()]
     with closing(sqlite3.connect(history)) as db:
         return db.execute(sql).fetchall()
+
+
+def edit_stored(history: str, sql: str) -> None:
+    """Change a history behind fpmon's back (committed), on either store."""
+    if history.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(history) as db:
+            db.execute(sql)
+        return
+    with closing(sqlite3.connect(history)) as db, db:
+        db.execute(sql)

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,15 +24,17 @@ from fp_monitor.cli.options import (
     JsonOption,
     OutputFormat,
     SamplesOption,
+    ShardOption,
     SourceChoice,
     SourceOption,
     TargetsArgument,
     chosen_format,
     require_baseline,
+    sharded,
     stderr_line,
     warn_insecure,
 )
-from fp_monitor.domain.errors import ConfigError
+from fp_monitor.domain.errors import ConfigError, ExitCode
 from fp_monitor.domain.models import FailOn, Status
 
 if TYPE_CHECKING:
@@ -79,6 +83,7 @@ def check(
         ),
     ] = None,
     source: SourceOption = SourceChoice.ALL,
+    shard: ShardOption = None,
 ) -> int:
     """Probe targets, record every observation, show what changed, exit with a code for CI."""
     from fp_monitor.check import CheckOptions
@@ -90,7 +95,17 @@ def check(
     shown_format = chosen_format(ctx, as_json, output_format)
     require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
-    warn_insecure(loaded.select(targets or []))
+    names = sharded(loaded, targets, shard)
+    if shard is not None and not names:
+        # A CI matrix may have more shards than targets: an empty one has nothing to fail.
+        stderr_line(f"fpmon: shard {shard} holds none of the targets: nothing to check")
+        if shown_format is not OutputFormat.TABLE:  # a step that parses it gets a document
+            from fp_monitor.domain.models import CheckResult
+
+            nothing = CheckResult(uuid.uuid4().hex, datetime.now(UTC), (), ExitCode.OK, False)
+            _print_check(nothing, shown_format)
+        return ExitCode.OK
+    warn_insecure(loaded.select(names))
     if metrics_file is not None:
         if no_record:
             raise ConfigError("--metrics-file reads the recorded history: drop --no-record")
@@ -107,7 +122,7 @@ def check(
         sources=source.sources,
     )
     reports = Reports(os.environ, sys.stdout, junit=junit, metrics_file=metrics_file)
-    round_ = check_round(loaded, targets or [], options, reports=reports)
+    round_ = check_round(loaded, names, options, reports=reports)
     for failure in send(loaded, round_):
         stderr_line(f"fpmon: warning: {failure}")
     result = round_.result

@@ -17,17 +17,19 @@ from fp_monitor.cli.options import (
     Jitter,
     Reported,
     SamplesOption,
+    ShardOption,
     SourceChoice,
     SourceOption,
     TargetsArgument,
     duration,
     parse_jitter,
     require_baseline,
+    sharded,
     stderr_line,
     warn_insecure,
 )
 from fp_monitor.cli.usage import FlagGroup
-from fp_monitor.domain.errors import ExitCode
+from fp_monitor.domain.errors import ConfigError, ExitCode
 from fp_monitor.domain.models import Event, FailOn
 from fp_monitor.domain.text import clean
 
@@ -82,6 +84,7 @@ def watch(
         ),
     ] = None,
     metrics_addr: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+    shard: ShardOption = None,
 ) -> int:
     """Check repeatedly; notify on changes and errors, serve Prometheus metrics."""
     from fp_monitor.check import CheckOptions
@@ -94,7 +97,13 @@ def watch(
     jitter_share = jitter.share_of(every)
     require_baseline(baseline)
     loaded = load_config(config, history=history, baseline=baseline)
-    warn_insecure(loaded.select(targets or []))
+    names = sharded(loaded, targets, shard)
+    if shard is not None and not names:
+        # A watcher would wait for ever on nothing: the shard count is wrong for this fleet.
+        raise ConfigError(
+            f"--shard {shard}: holds none of the targets; use fewer shards than targets"
+        )
+    warn_insecure(loaded.select(names))
     check_options = CheckOptions(
         samples=samples, fail_on=fail_on, concurrency=concurrency, sources=source.sources
     )
@@ -107,7 +116,7 @@ def watch(
         metrics_port=metrics_port,
     )
     with watch_display(make_console(), stderr_line) as display:
-        summary = run_watch(loaded, targets or [], options, display)
+        summary = run_watch(loaded, names, options, display)
     if summary.stopped_by:
         done = plural(summary.checks, "check")
         stderr_line(f"fpmon: watch stopped by {summary.stopped_by} after {done}")

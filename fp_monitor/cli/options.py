@@ -17,11 +17,12 @@ from typer._click.exceptions import UsageError
 
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ALL_SOURCES, FailOn, Source
+from fp_monitor.domain.shards import Shard, parse_shard, take_shard
 from fp_monitor.domain.text import clean
 from fp_monitor.net.redact import redact
 
 if TYPE_CHECKING:
-    from fp_monitor.config.settings import Target
+    from fp_monitor.config.settings import Config, Target
 
 
 EXIT_CODES_HELP = (
@@ -186,6 +187,34 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+ShardOption = Annotated[
+    Shard | None,
+    typer.Option(
+        parser=shard,
+        metavar="I/N",
+        help="Only shard I of N: the targets whose name hashes to it (SHA-256 of the name, "
+        "mod N), stable across runs and machines, so N machines split the targets with no "
+        "coordinator. A shard that holds none: check says so and exits 0, watch exits 2.",
+        show_default=False,
+    ),
+]
+
+
+def sharded(config: Config, targets: list[str] | None, shard: Shard | None) -> list[str]:
+    """The target names a command probes: those named (default: every enabled target), of
+    `shard` only; empty when the shard holds none of them."""
+    if shard is None:
+        return targets or []
+    return take_shard((t.name for t in config.select(targets or [])), shard)
 
 
 def percent(text: str) -> float:

@@ -29,6 +29,7 @@ from fp_monitor.config.providers import (
     Auth,
     presets_with_keys,
 )
+from fp_monitor.config.site import SITE_VARIABLE, machine_site, site_problem
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
@@ -99,6 +100,7 @@ TARGET_KEYS = (
     "learn_max",
     "error_after",
     "remind",
+    "site",
 )
 TOP_KEYS = (
     "history",
@@ -201,6 +203,8 @@ class Target:
     """Consecutive failed checks before an `error` notification goes out."""
     remind: float | None = None
     """Seconds between repeated `new` notifications of a value left unaccepted; None: one."""
+    site: str | None = None
+    """Where the target is probed from (config/site.py); None only in a Target built by hand."""
 
     @property
     def endpoint(self) -> str:
@@ -623,7 +627,19 @@ def _build_target(name: str, read: _Reader) -> Target:
         learning=learning,
         error_after=read.integer("error_after", DEFAULT_ERROR_AFTER, 1, 1000),
         remind=read.duration("remind", 0.0, allow_zero=True) or None,
+        site=_site(read),
     )
+
+
+def _site(read: _Reader) -> str:
+    """$FPMON_SITE overrides the file (as $FPMON_HISTORY does): one config file serves the
+    watchers of every region, each started with its own FPMON_SITE."""
+    value = read.table.get("site")
+    if value is None or SITE_VARIABLE in os.environ:
+        return machine_site()
+    if problem := site_problem(value):
+        raise read.fail("site", problem)
+    return str(value)
 
 
 def _key_variable(read: _Reader, default: str | None) -> str | None:

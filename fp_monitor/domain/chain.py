@@ -53,7 +53,7 @@ CHAINED_COLUMNS = (
     "prev_hash",
 )
 NO_TAGS = "{}"
-RECORD_FIELDS = (*CHAINED_COLUMNS, "tags", "hash")
+RECORD_FIELDS = (*CHAINED_COLUMNS, "tags", "site", "hash")
 """A record as it is stored (beside its id) and exported."""
 
 
@@ -73,6 +73,14 @@ def chain_hash(row: Row) -> str:
         tags = NO_TAGS
     if tags != NO_TAGS:
         values.append(tags)
+    # The site came with schema 0013: hashed only when there is one, like tags, and as a
+    # ["site", name] pair, so that no site can hash like a record's tags.
+    try:
+        site = row["site"]
+    except (KeyError, IndexError):
+        site = None
+    if site is not None:
+        values.append(["site", site])
     return _sha256(values)
 
 

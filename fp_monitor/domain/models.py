@@ -102,6 +102,8 @@ class Observation:
     """The response body, bounded in size, kept beside the extracted fields."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """What the application said about a response of its own traffic (e.g. a user id)."""
+    site: str | None = None
+    """Where it was observed from (the `site` key); None in records made before sites."""
 
     @property
     def ok(self) -> bool:
@@ -272,6 +274,8 @@ class Sample:
     model: str | None
     error_kind: str | None
     latency_ms: float | None
+    site: str | None = None
+    """Where it was observed from; None in records made before sites."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,20 @@ class Timeline:
 
 
 @dataclass(frozen=True)
+class SiteShares:
+    """What one site is served now: the shares of its own latest successful checks."""
+
+    site: str | None
+    """None: records made before observations had a site."""
+    samples: int
+    """Successful samples counted (of the site's latest SERVED_CHECKS successful checks)."""
+    fingerprints: tuple[Share, ...]
+    models: tuple[Share, ...]
+    only_here: tuple[str, ...]
+    """Fingerprints served now at this site and at no other: one region on another backend."""
+
+
+@dataclass(frozen=True)
 class TargetStats:
     """One target's figures over a time range. Extend it with new fields (with defaults)."""
 
@@ -95,6 +109,8 @@ class TargetStats:
     """The served fingerprints that decode, grouped by their parts (see `fingerprints`)."""
     no_signal: str | None = None
     """Why the fingerprints served now carry no signal, when they carry none."""
+    sites: tuple[SiteShares, ...] = ()
+    """What each site is served now (sites in name order, records without one last)."""
 
 
 def target_stats(
@@ -144,6 +160,42 @@ def target_stats(
         trust=trust,
         served_groups=group_by_parts(((s.value, s.share) for s in served_fingerprints), grammars),
         no_signal=no_signal(s.value for s in served_fingerprints),
+        sites=site_shares(checks, samples),
+    )
+
+
+def site_shares(checks: Sequence[CheckRecord], samples: Sequence[Sample]) -> tuple[SiteShares, ...]:
+    """Per site, the shares of the successful samples of its latest SERVED_CHECKS successful
+    checks (`checks` oldest first): each site's "served now", even when another site checks
+    more often."""
+    order = {c.check_id: i for i, c in enumerate(checks)}
+    succeeded = [s for s in samples if s.error_kind is None]
+    by_site: dict[str | None, list[Sample]] = {}
+    for sample in succeeded:
+        by_site.setdefault(sample.site, []).append(sample)
+    served: dict[str | None, list[Sample]] = {}
+    for site, found in by_site.items():
+        latest = sorted({s.check_id for s in found}, key=lambda c: order.get(c, -1))
+        kept = set(latest[-SERVED_CHECKS:])
+        served[site] = [s for s in found if s.check_id in kept]
+    values = {site: {s.fingerprint for s in found} for site, found in served.items()}
+    return tuple(
+        SiteShares(
+            site=site,
+            samples=len(found),
+            fingerprints=_shares(s.fingerprint for s in found),
+            models=_shares(s.model for s in found),
+            only_here=tuple(
+                sorted(
+                    v
+                    for v in values[site]
+                    if v is not None
+                    and len(values) > 1
+                    and not any(v in other for o, other in values.items() if o != site)
+                )
+            ),
+        )
+        for site, found in sorted(served.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
     )
 
 

@@ -41,6 +41,8 @@ class Notification:
     history: HistoryLocation
     failed_checks: int = 0
     """error: the checks failed in a row so far; recovered: how many failed before it."""
+    site: str | None = None
+    """Where the check was made from (the target's `site`)."""
 
 
 def events(
@@ -48,10 +50,11 @@ def events(
     failed_before: Mapping[str, int],
     error_after: Mapping[str, int],
     history: HistoryLocation,
+    sites: Mapping[str, str | None] | None = None,
 ) -> list[Notification]:
     """The notifications one check calls for. `failed_before`: per target, the checks that
     failed in a row just before this one (from the history, so that separate `fpmon check`
-    runs share the streak)."""
+    runs share the streak). `sites`: per target, where it was probed from."""
     notifications = []
     for target in result.targets:
         failed = failed_before.get(target.name, 0)
@@ -68,14 +71,26 @@ def events(
             if (event := STATUS_EVENTS.get(target.status)) is not None and target.news:
                 found.append((event, 0))
         notifications += [
-            Notification(event, target, result.check_id, result.checked_at, history, count)
+            Notification(
+                event,
+                target,
+                result.check_id,
+                result.checked_at,
+                history,
+                count,
+                (sites or {}).get(target.name),
+            )
             for event, count in found
         ]
     return notifications
 
 
 def traffic_events(
-    target: TargetResult, check_id: str, checked_at: datetime, history: HistoryLocation
+    target: TargetResult,
+    check_id: str,
+    checked_at: datetime,
+    history: HistoryLocation,
+    site: str | None = None,
 ) -> list[Notification]:
     """The notifications of one recorded response of an application's traffic: only `new` and
     `learned` (TRAFFIC_STATUSES), and a `new` only when it is news. Not `changed`, `error` or
@@ -84,7 +99,9 @@ def traffic_events(
     if target.status not in TRAFFIC_STATUSES or not target.news:
         return []
     event = STATUS_EVENTS.get(target.status)
-    return [] if event is None else [Notification(event, target, check_id, checked_at, history)]
+    if event is None:
+        return []
+    return [Notification(event, target, check_id, checked_at, history, site=site)]
 
 
 def pending(history: History, config: Config, result: CheckResult) -> list[Notification]:
@@ -93,7 +110,8 @@ def pending(history: History, config: Config, result: CheckResult) -> list[Notif
         return []  # a dry run sends nothing
     error_after = {t.name: t.error_after for t in config.targets}
     failed = {t.name: history.failed_before(t.name, result.check_id) for t in result.targets}
-    return events(result, failed, error_after, history.path)
+    sites = {t.name: t.site for t in config.targets}
+    return events(result, failed, error_after, history.path, sites)
 
 
 def sample(event: Event, history: HistoryLocation) -> Notification:

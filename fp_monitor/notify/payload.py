@@ -47,6 +47,7 @@ def payload(notification: Notification) -> dict[str, Any]:
             else notification.history
         ),
         "summary": summary(notification),
+        "site": notification.site,
     }
 
 
@@ -55,6 +56,9 @@ def summary(notification: Notification) -> str:
     target = notification.target
     name = clean(target.name)
     failed = notification.failed_checks
+    # Where from: in a team's shared history, one region may be served what the others are not.
+    if notification.site is not None:
+        name += f" (site {clean(notification.site)})"
     if notification.event is Event.ERROR:
         return f"{name} failed {plural(failed, 'check')} in a row: {describe(target)}"
     if notification.event is Event.RECOVERED:

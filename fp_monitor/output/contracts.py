@@ -204,6 +204,7 @@ OBSERVATION_FIELDS = (
     "request_shape",
     "raw_response",
     "resolved_model",
+    "site",
 )
 """An observation's fields: `resolved_model` is the name `fpmon export` and the history use;
 `model` is its older name here, kept as an alias within version 1 (a new field goes last, so
@@ -255,6 +256,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
         "request_shape": o.request_shape,
         "raw_response": o.raw_response,
         "resolved_model": o.resolved_model,
+        "site": o.site,
     }
 
 
@@ -310,6 +312,7 @@ STATS_FIELDS = (
     "latency_ms",
     "learning",
     "no_signal",
+    "sites",
 )
 """A target's fields in `stats --json`; `observations` is the older name of `samples`."""
 
@@ -358,6 +361,16 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
                 "learning": None if s.trust is None else trust_json(s.trust),
                 "no_signal": s.no_signal,
+                "sites": [
+                    {
+                        "site": site.site,
+                        "samples": site.samples,
+                        "fingerprints": share_json(site.fingerprints),
+                        "models": share_json(site.models),
+                        "only_here": json_values(site.only_here),
+                    }
+                    for site in s.sites
+                ],
             }
             for s in stats
         ],

@@ -10,7 +10,7 @@ disappears from `fpmon_fingerprint_info` instead of lingering as a stale series.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -40,6 +40,8 @@ class Snapshot:
     """The watch's --every; None for a one-off check."""
     traffic_after: int = 0
     """The last check row the snapshot has seen: traffic recorded after it is still to count."""
+    samples: Mapping[tuple[str, str | None], int] = field(default_factory=dict)
+    """(target, site) -> samples recorded; site None: records made before sites."""
 
 
 def snapshot_of(
@@ -125,6 +127,15 @@ def families(snapshot: Snapshot) -> list[Metric]:
         "When a check of the target last had a status that moved the served set",
         labels=["target"],
     )
+    samples = CounterMetricFamily(
+        "fpmon_samples",
+        "Samples recorded for the target (probes and traffic), by the site they were made from",
+        labels=["target", "site"],
+    )
+    for (target_name, site), count in sorted(
+        _merged_samples(snapshot.samples).items(), key=lambda kv: kv[0]
+    ):
+        samples.add_metric([target_name, site], count)
     for target in snapshot.targets:
         state = snapshot.states.get(target.name, TargetState())
         name = label(target.name)
@@ -142,7 +153,7 @@ def families(snapshot: Snapshot) -> list[Metric]:
             changes.add_metric([name, status.value], state.status_counts.get(status, 0))
         if state.last_change_at is not None:
             last_change.add_metric([name], state.last_change_at.timestamp())
-    found: list[Metric] = [info, success, duration, changes, last_change]
+    found: list[Metric] = [info, success, duration, changes, last_change, samples]
     if snapshot.last_check is not None:
         found.append(
             GaugeMetricFamily(
@@ -160,6 +171,17 @@ def families(snapshot: Snapshot) -> list[Metric]:
             )
         )
     return found
+
+
+def _merged_samples(counts: Mapping[tuple[str, str | None], int]) -> dict[tuple[str, str], int]:
+    """Counts by label values: two sites that differ only past the label's cut are one series
+    (a duplicate series makes node-exporter reject the whole textfile); records without a
+    site have an empty label, which Prometheus reads as no label."""
+    merged: dict[tuple[str, str], int] = {}
+    for (target, site), count in counts.items():
+        key = (label(target), "" if site is None else label(site))
+        merged[key] = merged.get(key, 0) + count
+    return merged
 
 
 class SnapshotCollector(Collector):

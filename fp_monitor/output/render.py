@@ -273,7 +273,7 @@ def runs_table(runs: Sequence[Run]) -> Table:
 
 def observations_table(records: Sequence[Recorded]) -> Table:
     table = _table(
-        "id", "time", "target", "fingerprint", "resolved model", "http", "latency", "error"
+        "id", "time", "target", "site", "fingerprint", "resolved model", "http", "latency", "error"
     )
     for record in records:
         o = record.observation
@@ -282,6 +282,7 @@ def observations_table(records: Sequence[Recorded]) -> Table:
             Text(str(record.id)),
             Text(o.observed_at.strftime("%Y-%m-%d %H:%M:%S")),
             Text(clean(o.target)),
+            Text(shorten(clean(o.site)) if o.site is not None else "-"),
             Text(_fingerprint_cell(o)),
             Text(show_value(o.resolved_model) if o.resolved_model is not None else "-"),
             Text(str(o.http_status) if o.http_status is not None else "-"),
@@ -380,6 +381,23 @@ def stats_table(stats: Sequence[TargetStats]) -> Table:
     return table
 
 
+def sites_table(stats: TargetStats) -> Table:
+    """What each site is served now: a region served what the others are not stands out."""
+    title = f"{clean(stats.target)}: served now, by site"
+    table = _table(
+        "site", "samples", "fingerprints (share)", "models (share)", "only here", title=title
+    )
+    for site in stats.sites:
+        table.add_row(
+            Text(shorten(clean(site.site)) if site.site is not None else "-"),
+            Text(str(site.samples)),
+            Text(_shares(site.fingerprints)),
+            Text(_shares(site.models)),
+            Text(show_values(site.only_here) if site.only_here else "-", style="bold red"),
+        )
+    return table
+
+
 def groups_table(stats: TargetStats) -> Table:
     """The served fingerprints that decode, one row per set of parts (hashes aside)."""
     title = f"{clean(stats.target)}: served now, by the parts of the fingerprints"
@@ -434,6 +452,9 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
             )
         if target.served_groups:
             console.print(groups_table(target))
+            console.print()
+        if len(target.sites) > 1:  # one site's shares are the table's "served now"
+            console.print(Fitted(sites_table(target)))
             console.print()
         console.print(Text(timeline_title(target)))
         console.print(Fitted(timeline_table(target)))

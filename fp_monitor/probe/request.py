@@ -406,6 +406,7 @@ def _observation(
         "request_shape": request_shape(target),
         "http_status": attempt.status,
         "raw_response": attempt.body.decode("utf-8", "replace") if attempt.body else None,
+        "site": target.site,
     }
     if attempt.headers is not None:
         common["request_id"] = request_id(attempt.headers)

@@ -201,5 +201,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX checks_report ON checks (target, status, checked_at, source);
         """,
     ),
+    (
+        # Where each observation was made from (the `site` key); NULL in older records. On the
+        # observations, in the chain, not on the checks: check rows are sealed column by column
+        # (SEALED_COLUMNS), and every sample of a check comes from the one site anyway.
+        "0013_site",
+        # The index counts a target's samples per site (the metrics) without reading rows.
+        """
+        ALTER TABLE observations ADD COLUMN site TEXT;
+        CREATE INDEX observations_site ON observations (target, site);
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

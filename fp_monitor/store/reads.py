@@ -130,10 +130,10 @@ class Reads(Connected):
         with _errors(self.path):
             cursor = self._db.execute(
                 "SELECT check_id, fingerprint, fingerprint_state, resolved_model, error_kind,"
-                f" latency_ms FROM observations WHERE target = ?{where}",
+                f" latency_ms, site FROM observations WHERE target = ?{where}",
                 (target, *params),
             )
             return [
-                Sample(check_id, fingerprint_token(fp, state), model, kind, latency)
-                for check_id, fp, state, model, kind, latency in cursor
+                Sample(check_id, fingerprint_token(fp, state), model, kind, latency, site)
+                for check_id, fp, state, model, kind, latency, site in cursor
             ]

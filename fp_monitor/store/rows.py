@@ -110,6 +110,7 @@ def observation_from_row(row: Row) -> Observation:
         error_message=row["error_message"],
         raw_response=row["raw_response"],
         tags=json.loads(row["tags"]),
+        site=row["site"],
     )
 
 
@@ -145,6 +146,7 @@ def observation_row(
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
         "tags": json.dumps(dict(obs.tags), sort_keys=True),
+        "site": obs.site,
     }
 
 

@@ -40,7 +40,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
@@ -59,6 +59,7 @@ from fp_monitor.check import detect_target
 from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.providers import provider_for_url
 from fp_monitor.config.settings import carries_credentials, load_config
+from fp_monitor.config.site import machine_site
 from fp_monitor.domain.errors import ConfigError, HistoryError, UnexpectedFingerprint
 from fp_monitor.domain.learning import LearningSettings
 from fp_monitor.domain.models import (
@@ -478,6 +479,8 @@ class Recorder:
         self._learning = settings.learning if settings else LearningSettings()
         self._expect = settings.expect if settings else frozenset()
         self._remind = settings.remind if settings else None
+        # The site of the machine that records (the target's, when the config names it).
+        self.site = settings.site if settings else machine_site()
         self._writing = _Connection(self.history_path)
         self._checking = _Connection(self.history_path)
         self._counts_lock = threading.Lock()
@@ -520,6 +523,7 @@ class Recorder:
     def record(self, observation: Observation) -> None:
         """Hand one response to the writer thread: the application never waits on the history
         (a busy or broken one included). `flush()` writes what is still queued."""
+        observation = replace(observation, site=self.site)
         with self._writer_lock:
             if self._writer is None:
                 # Each writer its own queue: the end-of-queue mark that flush() gives one
@@ -598,7 +602,7 @@ class Recorder:
                 result = self._detect(history, observation, entry)
                 check_id, at = uuid.uuid4().hex, observation.observed_at
                 history.append_check(check_id, at, result, [observation], Source.TRAFFIC)
-                news += traffic_events(result, check_id, at, history.path)
+                news += traffic_events(result, check_id, at, history.path, self.site)
         return news
 
     def _notify(self, news: list[Notification]) -> None:

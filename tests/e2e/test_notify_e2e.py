@@ -102,7 +102,7 @@ def test_webhook_payloads_in_each_format(
         f'[notify.slack]\ntype = "webhook"\nformat = "slack"\nurl = "{receiver.url}/slack"\n'
         '[notify.discord]\ntype = "webhook"\nformat = "discord"\nurl = "${DISCORD_URL}"\n',
     )
-    env = {"HOOK_TOKEN": TOKEN, "DISCORD_URL": f"{receiver.url}/discord"}
+    env = {"HOOK_TOKEN": TOKEN, "DISCORD_URL": f"{receiver.url}/discord", "FPMON_SITE": "eu-1"}
     first = fpmon("check", "--history", "h.db", env=env)
     assert first.code == 0 and receiver.received == []  # `first` is not an event
     fake.rotate("model-a", [C])
@@ -129,7 +129,8 @@ def test_webhook_payloads_in_each_format(
     assert data["history"] == str(Path("h.db").absolute())
     assert data["checked_at"].endswith("Z") and len(data["check_id"]) == 32
     assert data["errors"] == [] and data["failed_checks"] == 0
-    assert data["summary"] == f"alpha new: fingerprint: {A}, {B} -> {C}. " + (
+    assert data["site"] == "eu-1"
+    assert data["summary"] == f"alpha (site eu-1) new: fingerprint: {A}, {B} -> {C}. " + (
         "If expected, accept it: fpmon accept alpha"
     )
 

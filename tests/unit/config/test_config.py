@@ -66,7 +66,7 @@ FAKE_KEY = "sk-proj-Zq9xW3vB7nM2kL5pR8tY1uI4oP6aS0dF"
 @pytest.fixture(autouse=True)
 def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No real config, key or state of the machine leaks in; cwd is an empty directory."""
-    for name in ("FPMON_CONFIG", "FPMON_HISTORY", "FPMON_BASELINE"):
+    for name in ("FPMON_CONFIG", "FPMON_HISTORY", "FPMON_BASELINE", "FPMON_SITE"):
         monkeypatch.delenv(name, raising=False)
     for preset in PRESETS.values():
         if preset.key_env:
@@ -608,3 +608,58 @@ def test_parse_moment(text: str, moment: datetime) -> None:
 def test_parse_moment_rejects_naming_both_forms(text: str) -> None:
     with pytest.raises(ValueError, match=r"neither a duration .* nor an ISO date"):
         parse_moment(text, NOW)
+
+
+# --- site ---------------------------------------------------------------------------------
+
+
+def test_the_site_defaults_to_the_host_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "runner-7")
+    assert load_text(tmp_path, target_toml("a")).targets[0].site == "runner-7"
+    long_name = "node-" + "x" * 80 + ".example.internal"  # a fully qualified name
+    monkeypatch.setattr("socket.gethostname", lambda: long_name)
+    assert load_text(tmp_path, target_toml("a")).targets[0].site == long_name[:64]
+
+
+def test_the_site_comes_from_defaults_a_target_or_fpmon_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        '[defaults]\nsite = "eu-west"\n'
+        + target_toml("a")
+        + target_toml("b", extra='site = "eu-west-2"')
+    )
+    assert [t.site for t in load_text(tmp_path, text).targets] == ["eu-west", "eu-west-2"]
+    # One config file for every region: each watcher says where it runs.
+    monkeypatch.setenv("FPMON_SITE", "us-east")
+    assert [t.site for t in load_text(tmp_path, text).targets] == ["us-east", "us-east"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('""', "expected a non-empty string"),
+        ('"  "', "expected a non-empty string"),
+        ("3", "expected a non-empty string"),
+        (f'"{"x" * 65}"', "expected at most 64 characters, got 65"),
+        ('"eu\\u001b[2J"', "expected printable characters only"),
+        ('"eu\\nwest"', "expected printable characters only"),
+    ],
+)
+def test_a_bad_site_names_the_key(tmp_path: Path, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_text(tmp_path, target_toml("a", extra=f"site = {value}"))
+    message = str(raised.value)
+    assert f"fpmon.toml: [targets.a] site: {problem}" in message
+    assert "\n" not in message and "\x1b" not in message
+    assert raised.value.exit_code == ExitCode.USAGE
+
+
+def test_a_bad_fpmon_site_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FPMON_SITE", "x" * 65)
+    with pytest.raises(ConfigError, match=r"^FPMON_SITE: expected at most 64 characters"):
+        load_text(tmp_path, target_toml("a"))

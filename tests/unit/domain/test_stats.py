@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -127,3 +128,49 @@ def test_no_success_and_no_samples_give_no_rates() -> None:
 )
 def test_percentile_is_the_nearest_rank(values: list[float], p: float, expected: float) -> None:
     assert percentile(values, p) == expected
+
+
+def test_each_site_has_its_own_served_now() -> None:
+    checks, samples = build(HISTORY)
+    # Days 0-3 from eu, day 5 from us (day 4 failed everywhere).
+    sited = [dataclasses.replace(s, site="us" if s.check_id == "c5" else "eu") for s in samples]
+    sited.append(Sample("c3", "fp_a", "m-1", None, 1.0, site=None))  # recorded before sites
+    stats = target_stats("grok", checks, sited, start=T0, end=T0 + timedelta(days=6))
+    by_site = {s.site: s for s in stats.sites}
+    assert list(by_site) == ["eu", "us", None]  # by name, records without a site last
+    # eu: 7 successful samples: a 5, b 2; us: c 1, b 1.
+    assert by_site["eu"].samples == 7
+    assert by_site["eu"].fingerprints == (
+        Share("fp_a", pytest.approx(5 / 7)),
+        Share("fp_b", pytest.approx(2 / 7)),
+    )
+    assert by_site["us"].fingerprints == (Share("fp_b", 0.5), Share("fp_c", 0.5))
+    assert by_site["us"].only_here == ("fp_c",)  # served at us, at no other site
+    assert by_site["eu"].only_here == ()  # fp_a is served at the site-less records too
+    assert by_site[None].samples == 1
+
+
+def test_a_site_counts_only_its_own_latest_checks() -> None:
+    history = [(day, "same", [("fp_old" if day < 2 else "fp_new", 1.0)]) for day in range(14)]
+    checks, samples = build(history)
+    # eu checks every day, us only on the first two: its served-now is still its own.
+    sited = [
+        dataclasses.replace(s, site="us" if s.check_id in ("c0", "c1") else "eu") for s in samples
+    ]
+    stats = target_stats("grok", checks, sited, start=T0, end=T0 + timedelta(days=14))
+    by_site = {s.site: s for s in stats.sites}
+    assert by_site["us"].fingerprints == (Share("fp_old", 1.0),)
+    assert by_site["eu"].samples == SERVED_CHECKS
+    assert by_site["us"].only_here == ("fp_old",)
+
+
+def test_one_site_has_nothing_only_here() -> None:
+    checks, samples = build(HISTORY)
+    stats = target_stats(
+        "grok",
+        checks,
+        [dataclasses.replace(s, site="eu") for s in samples],
+        start=T0,
+        end=T0 + timedelta(days=6),
+    )
+    assert [(s.site, s.only_here) for s in stats.sites] == [("eu", ())]

@@ -110,6 +110,13 @@ def test_events_are_per_target() -> None:
     assert {n.check_id for n in found} == {"c" * 32}
 
 
+def test_each_notification_says_where_its_target_was_probed_from() -> None:
+    (found,) = events(check(target(Status.NEW)), {}, {"grok": 2}, HISTORY, {"grok": "eu-west"})
+    assert found.site == "eu-west"
+    assert payload(found)["site"] == "eu-west"
+    assert "grok (site eu-west) new: " in payload(found)["summary"]
+
+
 def test_notifier_wants_its_events_and_targets() -> None:
     hook = Webhook(
         name="h",
@@ -165,9 +172,17 @@ def test_payload_contract() -> None:
         "check_id": "c" * 32,
         "history": str(HISTORY),
         "summary": data["summary"],
+        "site": None,
     }
     assert data["summary"].startswith("grok new: ")
     json.dumps(data)  # serialisable as it is
+
+
+def test_payload_names_the_site_escaped_in_its_summary() -> None:
+    tr = target(Status.NEW, fingerprints=("fp_b",), previous=("fp_a",))
+    data = payload(Notification(Event.NEW, tr, "c" * 32, AT, HISTORY, site="eu\x1b[31m"))
+    assert data["site"] == "eu\x1b[31m"
+    assert data["summary"].startswith("grok (site eu\\x1b[31m) new: ")
 
 
 def test_error_and_recovered_payloads_say_how_long() -> None:

@@ -3,6 +3,7 @@ format, read back with prometheus-client's own parser."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -160,3 +161,19 @@ def test_traffic_counts_its_once_per_value_statuses_and_not_the_probe_gauges(
         assert state.latency_ms == pytest.approx((100.0 + 123.5) / 2)
         assert state.last_checked_at == T0
     assert set(live.states) == {"grok"}  # traffic of an unwatched target is not exported
+
+
+def test_samples_are_counted_per_site_with_escaped_labels(tmp_path: Path) -> None:
+    hostile = "eu\x1b[2J\n" + "x" * 200
+    with History.open(tmp_path / "h.db") as history:
+        eu = replace(obs("fp_a"), site="eu-west")
+        record(history, [eu, eu], at=T0)
+        record(history, [replace(obs("fp_b"), site=hostile)], at=T0 + timedelta(minutes=1))
+        record(history, [obs("fp_b")], at=T0 + timedelta(minutes=2))  # before sites
+        snapshot = read_metrics(history, [GROK])
+    found = samples(exposition(snapshot))["fpmon_samples_total"]
+    counts = {labels["site"]: value for labels, value in found}
+    assert counts["eu-west"] == 2 and counts[""] == 1
+    (shown,) = [site for site in counts if site.startswith("eu\\")]
+    assert "\x1b" not in shown and "\n" not in shown and len(shown) == 128
+    assert {labels["target"] for labels, _ in found} == {"grok"}

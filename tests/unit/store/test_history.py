@@ -208,6 +208,7 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("prev_hash", "TEXT", 1, None, 0),
         ("hash", "TEXT", 1, None, 0),
         ("tags", "TEXT", 1, "'{}'", 0),
+        ("site", "TEXT", 0, None, 0),
     ],
     "checks": [
         ("id", "INTEGER", 0, None, 1),
@@ -304,6 +305,7 @@ EXPECTED_INDEXES = {
         ),
     ),
     ("checks_report", "checks", ("target", "status", "checked_at", "source")),
+    ("observations_site", "observations", ("target", "site")),
 }
 
 

@@ -4,11 +4,9 @@ advisory lock, reconnecting)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
 from fp_monitor.store.history import History
 from fp_monitor.store.migrations import MIGRATIONS
 from fp_monitor.store.postgres import migration_sql
-from tests.conftest import postgres_database, stored_rows
+from tests.conftest import edit_stored, postgres_database, stored_rows
 from tests.unit.store.test_history import T0, obs, record
 
 
@@ -86,21 +84,9 @@ def test_seals_and_the_derived_tables_verify_and_an_edit_is_caught_on_both_store
         history.prune(history.prune_plan(T0 + timedelta(days=1)))
     verified = verify_history(location(history_url))
     assert verified.seal is not None and verified.records == 2
-    _edit(history_url, "UPDATE checks SET status = 'same' WHERE status = 'new'")
+    edit_stored(history_url, "UPDATE checks SET status = 'same' WHERE status = 'new'")
     with pytest.raises(ChainBroken, match="check row"):
         verify_history(location(history_url))
-
-
-def _edit(history: str, sql: str) -> None:
-    """Change a history behind fpmon's back (committed)."""
-    if history.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(history) as db:
-            db.execute(sql)
-        return
-    with closing(sqlite3.connect(history)) as db, db:
-        db.execute(sql)
 
 
 def test_targets_sort_byte_by_byte_on_both_stores(history: History) -> None:

@@ -208,6 +208,21 @@ def test_tracked_headers_come_from_the_config(
     assert json.loads(rows(history)[0]["headers"]) == {"openai-version": "2020-10-01"}
 
 
+def test_traffic_records_the_site_of_the_machine_that_records_it(
+    fake: FakeAPI, history: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "app-host-3")
+    unconfigured = fp_monitor.recording_client("app", history=history)
+    sdk(fake, unconfigured).chat.completions.create(model="model-a", messages=MESSAGES)
+    unconfigured.close()
+    monkeypatch.setenv("FPMON_SITE", "eu-west")
+    write_config(fake.base_url, app={"model": "model-a"})
+    configured = fp_monitor.recording_client("app", history=history)
+    sdk(fake, configured).chat.completions.create(model="model-a", messages=MESSAGES)
+    configured.close()
+    assert [row["site"] for row in rows(history)] == ["app-host-3", "eu-west"]
+
+
 def test_a_broken_config_is_said_when_the_client_is_made(isolated: Path, history: Path) -> None:
     (isolated / "fpmon.toml").write_text("[targets.app]\nprovider = 'nope'\n")
     with pytest.raises(ConfigError, match="unknown provider 'nope'"):
