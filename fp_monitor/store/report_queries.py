@@ -86,7 +86,10 @@ def sample_counts(
     counts: dict[tuple[BandKind, str], list[int]] = {}
 
     def add(kind: BandKind, value: str, bucket: int, count: int) -> None:
-        counts.setdefault((kind, value), [0] * buckets.count)[bucket] += count
+        band = counts.get((kind, value))
+        if band is None:  # not setdefault: it would build a list of every bucket per row
+            band = counts[kind, value] = [0] * buckets.count
+        band[bucket] += count
 
     for bucket, fingerprint, state, model, error_kind, count in rows:
         # A sample recorded after the range's end (a clock that jumped) counts in the last one.
