@@ -122,7 +122,7 @@ def report(
         typer.Option(
             "--verify/--no-verify",
             help="Walk the hash chain for the audit block, as `fpmon verify` does (about "
-            "15 s per million records).",
+            "10 s per million records).",
         ),
     ] = True,
 ) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,8 +64,12 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+# The chained values of a row in one C call (a tuple, encoded as the same JSON array).
+_CHAINED_VALUES = operator.itemgetter(*CHAINED_COLUMNS)
+
+
 def chain_hash(row: Row) -> str:
-    values = [row[c] for c in CHAINED_COLUMNS]
+    values: tuple[Any, ...] = _CHAINED_VALUES(row)
     # Tags came with schema 0007: hashed only when there are some, so that every record
     # written before keeps its hash, and adding or removing tags later still breaks the chain.
     try:
@@ -72,7 +77,7 @@ def chain_hash(row: Row) -> str:
     except (KeyError, IndexError):
         tags = NO_TAGS
     if tags != NO_TAGS:
-        values.append(tags)
+        values += (tags,)
     # The site came with schema 0013: hashed only when there is one, like tags, and as a
     # ["site", name] pair, so that no site can hash like a record's tags.
     try:
@@ -80,7 +85,7 @@ def chain_hash(row: Row) -> str:
     except (KeyError, IndexError):
         site = None
     if site is not None:
-        values.append(["site", site])
+        values += (["site", site],)
     return _sha256(values)
 
 
@@ -88,8 +93,14 @@ def _sha256(value: Any) -> str:
     return hashlib.sha256(_canonical(value)).hexdigest()
 
 
+# One encoder for every hash: json.dumps with separators builds a new one per call, a quarter
+# of the encoding time when verify hashes a million records. The same bytes (the hash of every
+# record ever written depends on them).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 # The sealed content of a row beside the records, in this order (a column added later is not

@@ -11,6 +11,7 @@ whose `<`, `>` and `&` are escaped, and show them as text (textContent, canvas).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
@@ -120,10 +121,14 @@ def _when(moment: datetime | None, seconds: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
+@functools.lru_cache(maxsize=4096)  # every target's tables name the same bucket edges
 def _edge(buckets: Buckets, index: int) -> str:
     return _when(buckets.edge(index), seconds=buckets.size < 60)
 
 
+# A share table names the same few values in every bucket: tens of thousands of calls on a
+# large history, each cleaning the value character by character (benchmarks/report.py).
+@functools.lru_cache(maxsize=4096)
 def _value(token: str) -> str:
     return f'<span class="value">{_e(show_value(token))}</span>'
 

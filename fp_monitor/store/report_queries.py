@@ -88,7 +88,10 @@ def sample_counts(
     counts: dict[tuple[BandKind, str], list[int]] = {}
 
     def add(kind: BandKind, value: str, bucket: int, count: int) -> None:
-        counts.setdefault((kind, value), [0] * buckets.count)[bucket] += count
+        band = counts.get((kind, value))
+        if band is None:  # not setdefault: it would build a list of every bucket per row
+            band = counts[kind, value] = [0] * buckets.count
+        band[bucket] += count
 
     for bucket, fingerprint, state, model, error_kind, count in rows:
         # A sample recorded after the range's end (a clock that jumped) counts in the last one.
@@ -216,9 +219,11 @@ def _previous(
 ) -> ServedSets | None:
     """The successful check a check was compared with: the one before it of its own source,
     else the one before it of any source (detection's rule, see History.facts)."""
+    # `checked_at <= ?` on its own lets the (target[, source], checked_at) index start at the
+    # check: inside the OR alone, the planner walked back from the newest check every time.
     earlier = (
         "SELECT fingerprints, models, headers FROM checks WHERE target = ?{}"
-        " AND fingerprints IS NOT NULL AND (checked_at < ? OR (checked_at = ? AND id < ?))"
+        " AND fingerprints IS NOT NULL AND checked_at <= ? AND (checked_at < ? OR id < ?)"
         " ORDER BY checked_at DESC, id DESC LIMIT 1"
     )
     order = (checked_at, checked_at, id_)
