@@ -12,7 +12,8 @@ Prints one table of ratios, each row naming the commands it compared:
 - one target, no latency: `fpmon check` against the script a user would write with the
   official openai SDK, making the same request and appending the fingerprint to a SQLite file.
   Goal: fpmon no slower.
-- history scale and watch memory: benchmarks/history_scale.py and benchmarks/watch_memory.py,
+- history scale (SQLite only here; run it alone for PostgreSQL) and watch memory:
+  benchmarks/history_scale.py and benchmarks/watch_memory.py,
   smaller than their defaults, with their own output.
 """
 
@@ -203,7 +204,7 @@ def main() -> None:
     print("ratio = other / fpmon: above 1, fpmon is faster")
     # The other benchmarks, smaller than their defaults so that this run stays a few minutes.
     for script, *args in (
-        ("history_scale.py", "--rows", "200000", "--repeat", "3"),
+        ("history_scale.py", "--rows", "200000", "--repeat", "3", "--no-postgres"),
         ("watch_memory.py", "--count", "300"),
     ):
         print(f"\n$ python benchmarks/{script} {' '.join(args)}")
