@@ -303,6 +303,7 @@ EXPECTED_INDEXES = {
         ),
     ),
     ("checks_report", "checks", ("target", "status", "checked_at", "source")),
+    ("checks_target_status_time", "checks", ("target", "status", "checked_at", "id")),
 }
 
 
