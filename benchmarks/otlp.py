@@ -177,7 +177,16 @@ def main() -> None:
     fake, fake_url = start(["fake-api", "--config", str(fleet)], {})
     history = work / "proxy.db"
     proxy, proxy_url = start(
-        ["proxy", "--listen", "127.0.0.1:0", "--upstream", fake_url, "--target", "bench"],
+        [
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            fake_url,
+            "--target",
+            "bench",
+            "--new-target",
+        ],
         {"FPMON_HISTORY": str(history)},
     )
     try:

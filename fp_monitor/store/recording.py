@@ -24,7 +24,7 @@ from fp_monitor.domain.chain import (
 )
 from fp_monitor.domain.models import Observation, Source, TargetResult
 from fp_monitor.store.connection import _errors
-from fp_monitor.store.dialect import Cursor
+from fp_monitor.store.dialect import Cursor, Database
 from fp_monitor.store.facts import Facts
 from fp_monitor.store.rows import _marks, observation_row, timestamp
 
@@ -122,39 +122,10 @@ class Recording(Facts):
     ) -> None:
         """The facts detection reads next time: the check's sets and the values now known."""
         with _errors(self.path):
-            known = [
-                (result.name, field, value, timestamp(observation.observed_at))
-                for observation in observations
-                if observation.ok
-                for field, value in (
-                    ("fingerprint", observation.fingerprint),
-                    ("model", observation.resolved_model),
-                )
-                if value is not None
-            ]
-            # One more sample of each value: in the union of every source, and in its own.
-            self._db.executemany(_COUNT_KNOWN, known)
-            self._db.executemany(
-                _COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known]
-            )
-            succeeded = bool(result.fingerprints or result.models)
+            count_known(self._db, known_samples(result.name, observations), source)
             cursor = self._db.execute(
-                "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-                " headers, samples, errors, learning, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (
-                    check_id,
-                    result.name,
-                    timestamp(checked_at),
-                    result.status.value,
-                    json.dumps(list(result.fingerprints)) if succeeded else None,
-                    json.dumps(list(result.models)) if succeeded else None,
-                    json.dumps({k: list(v) for k, v in result.headers.items()}),
-                    result.samples,
-                    len(result.errors),
-                    None if result.learning is None else int(result.learning),
-                    source.value,
-                ),
+                f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({_marks(11)}) RETURNING id",
+                check_values(check_id, checked_at, result, source),
             )
             self._unsealed.append(("checks", _rowid(cursor)))
 
@@ -249,3 +220,51 @@ class Appended(Enum):
     APPENDED = "appended"
     SPLICED = "spliced"
     """Appended, and it continues another chain: an import checkpoint was recorded."""
+
+
+CHECK_COLUMNS = (
+    "check_id, target, checked_at, status, fingerprints, models, headers, samples, errors,"
+    " learning, source"
+)
+
+
+def check_values(
+    check_id: str, checked_at: datetime, result: TargetResult, source: Source
+) -> tuple[Any, ...]:
+    """The CHECK_COLUMNS of a check row."""
+    succeeded = bool(result.fingerprints or result.models)
+    return (
+        check_id,
+        result.name,
+        timestamp(checked_at),
+        result.status.value,
+        json.dumps(list(result.fingerprints)) if succeeded else None,
+        json.dumps(list(result.models)) if succeeded else None,
+        json.dumps({k: list(v) for k, v in result.headers.items()}),
+        result.samples,
+        len(result.errors),
+        None if result.learning is None else int(result.learning),
+        source.value,
+    )
+
+
+def known_samples(target: str, observations: Iterable[Observation]) -> list[tuple[str, ...]]:
+    """(target, field, value, observed at) of each value of the successful `observations`:
+    one sample each in the known values (count_known)."""
+    return [
+        (target, field, value, timestamp(observation.observed_at))
+        for observation in observations
+        if observation.ok
+        for field, value in (
+            ("fingerprint", observation.fingerprint),
+            ("model", observation.resolved_model),
+        )
+        if value is not None
+    ]
+
+
+def count_known(db: Database, known: Sequence[tuple[str, ...]], source: Source) -> None:
+    """One more sample of each of the `known` (see known_samples): in the union of every
+    source, and in its own."""
+    db.executemany(_COUNT_KNOWN, known)
+    db.executemany(_COUNT_KNOWN_BY_SOURCE, [(t, source.value, f, v, at) for t, f, v, at in known])

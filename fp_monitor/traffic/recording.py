@@ -68,6 +68,7 @@ from fp_monitor.domain.models import (
     LockEntry,
     Observation,
     Source,
+    TargetFacts,
     TargetResult,
 )
 from fp_monitor.domain.streams import DISAGREEMENT_TAG, StreamFields
@@ -84,6 +85,7 @@ from fp_monitor.probe.request import (
     request_id,
     status_error_kind,
 )
+from fp_monitor.store.batch import PendingCheck, append_checks, running_facts
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import read_lock
 
@@ -511,7 +513,9 @@ class Recorder:
         result = self._guarded(
             "check",
             self._checking,
-            lambda history: self._detect(history, observation, self._lock_entry()),
+            lambda history: self._detect(
+                history.facts(self.target, kind=Source.TRAFFIC), observation, self._lock_entry()
+            ),
         )
         if result is None or not result.unexpected:
             return None
@@ -594,15 +598,20 @@ class Recorder:
 
     def _write(self, history: History, observations: list[Observation]) -> list[Notification]:
         """Each response its own small check, all in one transaction; the events among them
-        to notify (`new`, `learned`: see TRAFFIC_STATUSES)."""
+        to notify (`new`, `learned`: see TRAFFIC_STATUSES). The facts are read once: each
+        response is detected against those the ones before it left (see running_facts)."""
         entry = self._lock_entry()  # read once for the batch
         news = []
+        checks = []
         with history.write():
+            running = running_facts(history, self.target, Source.TRAFFIC)
             for observation in observations:
-                result = self._detect(history, observation, entry)
+                result = self._detect(running.facts, observation, entry)
                 check_id, at = uuid.uuid4().hex, observation.observed_at
-                history.append_check(check_id, at, result, [observation], Source.TRAFFIC)
+                checks.append(PendingCheck(check_id, at, result, (observation,)))
                 news += traffic_events(result, check_id, at, history.path, self.site)
+                running = running.after(result, [observation], at)
+            append_checks(history, checks, Source.TRAFFIC)
         return news
 
     def _notify(self, news: list[Notification]) -> None:
@@ -622,12 +631,12 @@ class Recorder:
         return read_lock(self._baseline).get(self.target)
 
     def _detect(
-        self, history: History, observation: Observation, entry: LockEntry | None
+        self, facts: TargetFacts, observation: Observation, entry: LockEntry | None
     ) -> TargetResult:
         return detect_target(
             self.target,
             [observation],
-            history.facts(self.target, kind=Source.TRAFFIC),
+            facts,
             settings=self._learning,
             expect=self._expect,
             entry=entry,

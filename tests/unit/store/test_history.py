@@ -306,6 +306,7 @@ EXPECTED_INDEXES = {
     ),
     ("checks_report", "checks", ("target", "status", "checked_at", "source")),
     ("observations_site", "observations", ("target", "site")),
+    ("checks_target_status_time", "checks", ("target", "status", "checked_at", "id")),
 }
 
 
