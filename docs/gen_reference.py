@@ -212,6 +212,7 @@ TARGET_MEANING = {
     "learning": "`false` turns bootstrap and learning off: a value never recorded is `new`.",
     "bootstrap_samples": "Requests of a learning target's first check.",
     "learn_min_samples": "Successful samples needed before learning can end.",
+    "learn_samples": "Requests of each later check while the target learns (at least `samples`).",
     "learn_unseen": "Learning can end once the Good-Turing unseen-share estimate is below this "
     "share (0 to 1).",
     "learn_max": "Learning ends this long after the first successful observation, whatever the "
@@ -293,6 +294,7 @@ def _target_defaults() -> dict[str, str]:
         "learning": lambda: _toml(t.learning.enabled),
         "bootstrap_samples": lambda: str(t.learning.bootstrap_samples),
         "learn_min_samples": lambda: str(t.learning.min_samples),
+        "learn_samples": lambda: str(t.learning.learning_samples),
         "learn_unseen": lambda: str(t.learning.unseen),
         "learn_max": lambda: _duration(t.learning.max_age),
         "remind": lambda: "none (announce once)" if t.remind is None else _duration(t.remind),

@@ -127,14 +127,14 @@ def _samples(
     """Requests for this check: a learning target's first check bootstraps its served set."""
     if options.samples is not None:
         return options.samples
-    first = (
-        history is None or history.facts(target.name, options.sources).previous_fingerprints is None
-    )
+    facts = history.facts(target.name, options.sources) if history else TargetFacts()
+    entry = lock.get(target.name)
     return samples_for_check(
         target.samples,
         settings=target.learning,
-        first_check=first,
-        has_lock=target.name in lock,
+        first_check=facts.previous_fingerprints is None,
+        has_lock=entry is not None,
+        learning=_learning(target.learning, facts, entry, datetime.now(UTC)).learning,
     )
 
 

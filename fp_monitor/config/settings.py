@@ -95,6 +95,7 @@ TARGET_KEYS = (
     "learning",
     "bootstrap_samples",
     "learn_min_samples",
+    "learn_samples",
     "learn_unseen",
     "learn_max",
     "error_after",
@@ -598,6 +599,9 @@ def _build_target(name: str, read: _Reader) -> Target:
             "bootstrap_samples", defaults.bootstrap_samples, BOOTSTRAP_MIN, BOOTSTRAP_MAX
         ),
         min_samples=read.integer("learn_min_samples", defaults.min_samples, 0, 1_000_000),
+        learning_samples=read.integer(
+            "learn_samples", defaults.learning_samples, BOOTSTRAP_MIN, BOOTSTRAP_MAX
+        ),
         unseen=read.share("learn_unseen", defaults.unseen),
         max_age=read.duration("learn_max", defaults.max_age, allow_zero=True),
     )
