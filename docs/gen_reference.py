@@ -198,7 +198,7 @@ TARGET_MEANING = {
     "api_key_env": "The environment variable holding the key (a name, never the key itself).",
     "headers": "Extra request headers (not the auth header: that comes from `api_key_env`).",
     "params": "Merged into the request body, e.g. `{ max_tokens = 5, seed = 1 }`.",
-    "prompt": "The one user message of the probe.",
+    "prompt": 'The one user message of the probe (`"hi"` when the canary is off).',
     "samples": "Requests per check.",
     "timeout": "Per attempt, for the whole exchange (a server dripping bytes cannot stretch "
     "it); at most 1h.",
@@ -218,6 +218,8 @@ TARGET_MEANING = {
     "learn_max": "Learning ends this long after the first successful observation, whatever the "
     "estimate.",
     "error_after": "Failed checks in a row before an `error` notification (1 to 1000).",
+    "canary": "The behaviour canary on the probe: `auto`, `logprobs`, `sampled` or `off` (see "
+    "[Catching silent changes](../explanation/canary.md)).",
     "remind": "A value left unaccepted is announced once (its `new` notification); with "
     '`remind = "24h"`, again every 24h while it stays unaccepted.',
 }
@@ -297,6 +299,7 @@ def _target_defaults() -> dict[str, str]:
         "learn_samples": lambda: str(t.learning.learning_samples),
         "learn_unseen": lambda: str(t.learning.unseen),
         "learn_max": lambda: _duration(t.learning.max_age),
+        "canary": lambda: f'"{t.canary.value}"',
         "remind": lambda: "none (announce once)" if t.remind is None else _duration(t.remind),
     }
     return {

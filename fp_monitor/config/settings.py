@@ -26,9 +26,11 @@ from fp_monitor.config.history_url import (
 from fp_monitor.config.providers import (
     AZURE_DEFAULT_API_VERSION,
     PRESETS,
+    REASONING_MODEL,
     Auth,
     presets_with_keys,
 )
+from fp_monitor.domain.canary import CanaryMode
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
@@ -41,7 +43,12 @@ DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROMPT = "hi"
 DEFAULT_ERROR_AFTER = 2
-DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.ERROR, Event.RECOVERED})
+DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.DRIFT, Event.ERROR, Event.RECOVERED})
+CANARY_PROMPT = "Name one colour. Answer with a single word."
+"""The probe's message when the canary is on (and `prompt` is not set): many first tokens are
+likely (docs/canary.md says why that matters), and the answer is harmless anywhere."""
+CANARY_TEMPERATURE = 1.0
+"""`sampled` mode: the model's own distribution, whatever the provider's default."""
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 DEFAULT_WEBHOOK_RETRIES = 2
 DEFAULT_COMMAND_TIMEOUT = 30.0
@@ -100,6 +107,7 @@ TARGET_KEYS = (
     "learn_max",
     "error_after",
     "remind",
+    "canary",
 )
 TOP_KEYS = (
     "history",
@@ -202,6 +210,8 @@ class Target:
     """Consecutive failed checks before an `error` notification goes out."""
     remind: float | None = None
     """Seconds between repeated `new` notifications of a value left unaccepted; None: one."""
+    canary: CanaryMode = CanaryMode.AUTO
+    """Config key `canary`: the behaviour canary on the probe (see `canary_plan`)."""
 
     @property
     def endpoint(self) -> str:
@@ -605,6 +615,8 @@ def _build_target(name: str, read: _Reader) -> Target:
         unseen=read.share("learn_unseen", defaults.unseen),
         max_age=read.duration("learn_max", defaults.max_age, allow_zero=True),
     )
+    canary = _choice(read, "canary", read.string("canary", "auto") or "auto", CanaryMode)
+    mode, _ = canary_plan(provider, model, canary)
     return Target(
         name=name,
         provider=provider,
@@ -615,7 +627,8 @@ def _build_target(name: str, read: _Reader) -> Target:
         token_param=preset.token_param,
         headers=headers,
         params=params,
-        prompt=read.string("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+        prompt=read.string("prompt")
+        or (CANARY_PROMPT if mode is not CanaryMode.OFF else DEFAULT_PROMPT),
         samples=read.integer("samples", DEFAULT_SAMPLES, 1, 1000),
         timeout=read.duration("timeout", DEFAULT_TIMEOUT, longest=MAX_TIMEOUT),
         retries=read.integer("retries", DEFAULT_RETRIES, 0, 10),
@@ -627,7 +640,42 @@ def _build_target(name: str, read: _Reader) -> Target:
         learning=learning,
         error_after=read.integer("error_after", DEFAULT_ERROR_AFTER, 1, 1000),
         remind=read.duration("remind", 0.0, allow_zero=True) or None,
+        canary=canary,
     )
+
+
+def canary_plan(provider: str, model: str, setting: CanaryMode) -> tuple[CanaryMode, str]:
+    """The canary mode a target's probe uses, and why (what `fpmon targets` shows); the probe
+    may still fall back at run time (`runtime_canary`)."""
+    preset = PRESETS.get(provider)
+    top = preset.top_logprobs if preset else 0
+    if setting is CanaryMode.OFF:
+        return CanaryMode.OFF, "canary = off"
+    if setting is not CanaryMode.AUTO:
+        return setting, f"canary = {setting.value}"
+    if REASONING_MODEL.search(model):
+        return CanaryMode.OFF, (
+            "a reasoning model: no logprobs, and a visible token costs hidden reasoning tokens"
+        )
+    if top:
+        return CanaryMode.LOGPROBS, f"the {provider} API returns the top {top} logprobs"
+    return CanaryMode.SAMPLED, (
+        f"no logprobs known for the {provider} API: the first token sampled at temperature "
+        f"{CANARY_TEMPERATURE:g}"
+    )
+
+
+def target_canary(target: Target) -> tuple[CanaryMode, str]:
+    return canary_plan(target.provider, target.model, target.canary)
+
+
+def runtime_canary(target: Target, logprobs_rejected: bool) -> tuple[CanaryMode, str]:
+    """The mode of this check: auto falls back to `sampled` once the provider has answered 400
+    to the logprob parameters (the history remembers it)."""
+    mode, why = target_canary(target)
+    if mode is CanaryMode.LOGPROBS and logprobs_rejected and target.canary is CanaryMode.AUTO:
+        return CanaryMode.SAMPLED, "the API answered 400 to logprobs: the first token sampled"
+    return mode, why
 
 
 def _key_variable(read: _Reader, default: str | None) -> str | None:

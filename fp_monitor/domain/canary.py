@@ -60,7 +60,7 @@ SUSPECT_P = 1e-3
 """Below this a sample matches no signature: outside every known behaviour."""
 JOIN_P = 0.01
 """After learning, a sample teaches a young signature only from this p on (well inside it)."""
-AGREE_RATIO = 0.5
+AGREE_RATIO = 0.35
 """Two unusual responses agree when they are at most this share as far from each other as
 from every known signature."""
 DRIFT_P = 1e-10
@@ -94,6 +94,9 @@ MAX_TOKENS = 48
 CONFIRM = 6
 """Samples a check adds for a target with a suspect: a change is confirmed in the check that
 first sees it whenever one of them reaches the same configuration (each costs one token)."""
+CONFIRM_ROUNDS = 2
+"""Rounds of CONFIRM samples while a suspect stays unconfirmed: a configuration serving 30%
+of calls is missed by both with probability 0.7^12 = 1.4%."""
 CANDIDATES = 4
 """Unconfirmed behaviours remembered per target (the newest): a change is confirmed within a
 check or two (see CONFIRM), while each remembered outlier is one more chance of a false match."""
@@ -132,6 +135,8 @@ class CanaryStatus(StrEnum):
     """A behaviour outside every known signature, after learning: an alarm."""
     UNAVAILABLE = "unavailable"
     """No sample carried canary data (e.g. the provider ignored the logprob parameters)."""
+    UNLOCKED = "unlocked"
+    """The target's lock entry accepts no signatures: behaviour is not judged (fpmon accept)."""
 
 
 _SEVERITY = (
@@ -553,7 +558,11 @@ def _judge_logprobs(
         scored = [(*_score(sample.top, s, pooled), s) for s in same]
         p, raw, z, best = max(scored, key=lambda item: (item[0], -item[2]))
         noise = best.noise or None
-        if p >= (SUSPECT_P if learning else JOIN_P) and (learning or best.samples < OWN_MIN):
+        # While learning, a signature that measures its own noise takes only samples well
+        # inside it: two configurations a few noise widths apart are learned apart, not
+        # blurred into one wide signature.
+        joins = JOIN_P if best.samples >= OWN_MIN or not learning else SUSPECT_P
+        if p >= joins and (learning or best.samples < OWN_MIN):
             sigs[sigs.index(best)] = join_logprobs(best, sample.top, z)
             outcomes.append(_Outcome(CanaryStatus.KNOWN, best.id, p, raw, noise))
         elif learning:
@@ -570,6 +579,15 @@ def _judge_logprobs(
             outcomes.append(_Outcome(CanaryStatus.DRIFT, new.id, p, raw, noise))
         else:
             outcomes.append(_suspect(sigs, sample, p, raw, z, pooled, noise))
+    if any(o.status is CanaryStatus.DRIFT for o in outcomes):
+        # The other unusual responses of a check that drifted are part of the same change
+        # (a rollout moves every configuration at once): known from now on, not a second
+        # alarm at the next check.
+        waiting = {o.signature for o in outcomes if o.status is CanaryStatus.SUSPECT}
+        sigs = [
+            replace(s, candidate=False, evidence=None, outside=None) if s.id in waiting else s
+            for s in sigs
+        ]
     return outcomes, sigs
 
 
@@ -669,3 +687,169 @@ def replay(
         ).signatures
         recent = [*recent, *samples][-4 * WINDOW :]
     return signatures
+
+
+# --- stored forms (the history's JSON, the lock's TOML) ------------------------------------
+
+MAX_TOKEN_CHARS = 100
+"""A token longer than this is not a first token: it is cut (server strings are data)."""
+
+
+def sample_data(sample: CanarySample) -> dict[str, object]:
+    """A sample as stored beside its observation (its fingerprint is the observation's)."""
+    return {"top": [[token, logprob] for token, logprob in sample.top], "token": sample.token}
+
+
+def sample_from_data(data: object, fingerprint: str) -> CanarySample | None:
+    """The inverse of `sample_data`; None for anything else (an edited or foreign row)."""
+    if not isinstance(data, dict):
+        return None
+    token = data.get("token")
+    top = parse_top(data.get("top"))
+    if top is None or not (token is None or isinstance(token, str)):
+        return None
+    return CanarySample(fingerprint, top, token)
+
+
+def sample_column(sample: CanarySample | None) -> str | None:
+    """The history's `observations.canary` text of a sample (None without canary data)."""
+    return None if sample is None else json.dumps(sample_data(sample))
+
+
+def sample_from_column(text: str | None, fingerprint: str | None) -> CanarySample | None:
+    """The inverse of `sample_column`, given the observation's fingerprint token."""
+    if text is None or fingerprint is None:
+        return None
+    return sample_from_data(json.loads(text), fingerprint)
+
+
+def parse_top(value: object, limit: int = 64) -> tuple[tuple[str, float], ...] | None:
+    """[[token, logprob], ...] or [{"token": .., "logprob": ..}, ...] (OpenAI's shape) -> a
+    top list, most likely first; None when it is not one: every logprob must be a finite
+    number at most 0 (a little above, for rounding) and every token a string."""
+    if not isinstance(value, list) or len(value) > limit:
+        return None
+    found: dict[str, float] = {}
+    for item in value:
+        if isinstance(item, dict):
+            token, logprob = item.get("token"), item.get("logprob")
+        elif isinstance(item, list) and len(item) == 2:
+            token, logprob = item
+        else:
+            return None
+        if not isinstance(token, str) or isinstance(logprob, bool):
+            return None
+        if not isinstance(logprob, int | float) or not -1e4 <= logprob <= 1e-3:
+            return None
+        found.setdefault(token[:MAX_TOKEN_CHARS], float(logprob))
+    return tuple(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+def signature_data(signature: Signature) -> dict[str, object]:
+    """A signature as plain data (JSON in the history, a TOML table in the lock), rounded so
+    that accepting twice with nothing new leaves the lock byte for byte as it was."""
+    data: dict[str, object] = {
+        "id": signature.id,
+        "kind": signature.kind.value,
+        "fingerprint": signature.fingerprint,
+        "samples": signature.samples,
+    }
+    if signature.kind is CanaryMode.LOGPROBS:
+        data["tokens"] = [token for token, _ in signature.center]
+        data["logprobs"] = [round(lp, 5) for _, lp in signature.center]
+        data["floor"] = round(signature.floor, 5)
+        data["distances"] = [round(d, 6) for d in signature.distances]
+        data["noise"] = round(signature.noise, 6)
+    else:
+        data["tokens"] = [token for token, _ in signature.counts]
+        data["counts"] = [count for _, count in signature.counts]
+    if signature.candidate:
+        data["candidate"] = True
+        data["evidence"] = signature.evidence
+        data["outside"] = signature.outside
+    return data
+
+
+def signature_from_data(data: object) -> Signature:
+    """The inverse of `signature_data`; ValueError says what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("a signature must be a table")
+    try:
+        kind = CanaryMode(data["kind"])
+        ident, fingerprint, samples = data["id"], data["fingerprint"], data["samples"]
+        tokens = data["tokens"]
+    except (KeyError, ValueError) as exc:
+        raise ValueError(
+            f"a signature needs id, kind, fingerprint, samples, tokens ({exc})"
+        ) from None
+    if kind not in (CanaryMode.LOGPROBS, CanaryMode.SAMPLED):
+        raise ValueError(f"kind: expected logprobs or sampled, not {kind.value}")
+    if not isinstance(ident, str) or not isinstance(fingerprint, str):
+        raise ValueError("id and fingerprint must be strings")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError("samples must be a whole number of at least 1")
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise ValueError("tokens must be a list of strings")
+    if kind is CanaryMode.SAMPLED:
+        counts = data.get("counts")
+        if (
+            not isinstance(counts, list)
+            or len(counts) != len(tokens)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        ):
+            raise ValueError("counts must be one whole number per token")
+        return Signature(
+            ident, kind, fingerprint, samples, counts=tuple(zip(tokens, counts, strict=True))
+        )
+    numbers = {key: data.get(key) for key in ("logprobs", "distances")}
+    for key, values in numbers.items():
+        if not isinstance(values, list) or not all(_finite(v) for v in values):
+            raise ValueError(f"{key} must be a list of numbers")
+    logprobs, distances = numbers["logprobs"], numbers["distances"]
+    assert isinstance(logprobs, list) and isinstance(distances, list)
+    if len(logprobs) != len(tokens) or not tokens:
+        raise ValueError("logprobs must be one number per token")
+    candidate = data.get("candidate", False) is True
+    return Signature(
+        ident,
+        kind,
+        fingerprint,
+        samples,
+        center=tuple((t, _number(v, "logprobs")) for t, v in zip(tokens, logprobs, strict=True)),
+        floor=_number(data.get("floor"), "floor"),
+        distances=tuple(sorted((_number(d, "distances") for d in distances), reverse=True)[:KEEP]),
+        noise=_number(data.get("noise", 0.0), "noise"),
+        candidate=candidate,
+        evidence=_number(data.get("evidence"), "evidence") if candidate else None,
+        outside=_number(data.get("outside"), "outside") if candidate else None,
+    )
+
+
+def _number(value: object, key: str) -> float:
+    if not _finite(value):
+        raise ValueError(f"{key} must be a number")
+    return float(value)  # type: ignore[arg-type]  # _finite made sure of it
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def verdict_data(verdict: CanaryVerdict) -> dict[str, object]:
+    """A check's canary verdict as the history (and `check --json`) keeps it."""
+    return {
+        "mode": verdict.mode.value,
+        "status": verdict.status.value,
+        "signatures": list(verdict.signatures),
+        "known_signatures": list(verdict.known),
+        "p_value": verdict.p_value,
+        "distance": verdict.distance,
+        "noise": verdict.noise,
+        "samples": verdict.samples,
+        "drifted": verdict.drifted,
+    }
+
+
+def verdict_column(verdict: CanaryVerdict | None) -> str | None:
+    """The history's `checks.canary` text of a verdict (None when the canary is off)."""
+    return None if verdict is None else json.dumps(verdict_data(verdict))

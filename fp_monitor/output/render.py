@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fp_monitor.config.providers import realities
-from fp_monitor.config.settings import Config, key_status
+from fp_monitor.config.settings import Config, key_status, target_canary
 from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
     CheckResult,
@@ -60,6 +60,7 @@ STATUS_STYLE = {
     Status.FIRST: "cyan",
     Status.ERROR: "red",
     Status.LEARNED: "blue",
+    Status.DRIFT: "bold magenta",
 }
 STATUS_MEANING = {
     Status.FIRST: "first check of this target: its values are now known",
@@ -68,6 +69,8 @@ STATUS_MEANING = {
     Status.NEW: "a value never seen (or accepted) before: the backend changed",
     Status.ERROR: "no sample succeeded",
     Status.LEARNED: "a value not seen before while the target is still learning its served set",
+    Status.DRIFT: "every fingerprint and model is known, but the behaviour is not: the model "
+    "behind them changed silently",
 }
 
 
@@ -167,7 +170,8 @@ def explanation(target: TargetResult) -> str | None:
     target is as expected)."""
     if not target.unexpected:
         return None
-    hint = f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
+    accepts = target.status in (Status.NEW, Status.DRIFT)
+    hint = f"; if expected: fpmon accept {target.name}" if accepts else ""
     return clean(f"{target.name}: {STATUS_MEANING[target.status]}{hint}")
 
 
@@ -221,11 +225,13 @@ def targets_table(config: Config) -> Table:
         "key",
         "samples",
         "fingerprint",
+        "canary",
         title=title,
     )
     for target in config.targets:
         key = key_status(target)
         facts = realities(target.provider)
+        mode, why = target_canary(target)
         table.add_row(
             Text(target.name + ("" if target.enabled else " (disabled)")),
             Text(target.provider),
@@ -235,6 +241,7 @@ def targets_table(config: Config) -> Table:
             Text(key, style="bold red" if key == "MISSING" else ""),
             Text(str(target.samples)),
             Text(facts.fingerprint + ("" if facts.signal else " (no signal)")),
+            Text(f"{mode.value}: {why}"),
         )
     return table
 

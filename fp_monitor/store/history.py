@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from fp_monitor.config.history_url import HistoryLocation, PostgresURL
+from fp_monitor.domain.canary import sample_column, sample_from_column, verdict_column
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
@@ -43,6 +44,7 @@ from fp_monitor.domain.chain import (
     chain_hash,
     row_hash,
     rows_digest,
+    sealed_columns,
 )
 from fp_monitor.domain.errors import HistoryError
 from fp_monitor.domain.models import (
@@ -269,6 +271,28 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX observations_report ON observations (target, observed_at, source,
             fingerprint, fingerprint_state, resolved_model, error_kind);
         CREATE INDEX checks_report ON checks (target, status, checked_at, source);
+        """,
+    ),
+    (
+        # The canary (store/canary.py): each sample's top logprobs or sampled token (chained,
+        # exported), each check's verdict (sealed when not null), the target's learned
+        # signatures (one document, rewritten by each check) and what the provider refused
+        # (logprobs: auto falls back for good).
+        "0012_canary",
+        """
+        ALTER TABLE observations ADD COLUMN canary TEXT;
+        ALTER TABLE checks ADD COLUMN canary TEXT;
+        CREATE TABLE canary_signatures (
+            target TEXT NOT NULL PRIMARY KEY,
+            signatures TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE canary_refusals (
+            target TEXT NOT NULL,
+            refused TEXT NOT NULL,
+            first_at TEXT NOT NULL,
+            PRIMARY KEY (target, refused)
+        );
         """,
     ),
 )
@@ -572,7 +596,7 @@ class History:
 
     def _sealed_row(self, table: str, row_id: int) -> SealedRow:
         """A row as its seal lists it (the seal's id is given when it is written)."""
-        columns = SEALED_COLUMNS[table]
+        columns = sealed_columns(table)
         values = self._db.execute(
             f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
         ).fetchone()
@@ -727,8 +751,8 @@ class History:
             succeeded = bool(result.fingerprints or result.models)
             cursor = self._db.execute(
                 "INSERT INTO checks (check_id, target, checked_at, status, fingerprints, models,"
-                " headers, samples, errors, learning, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " headers, samples, errors, learning, source, canary)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     check_id,
                     result.name,
@@ -741,6 +765,7 @@ class History:
                     len(result.errors),
                     None if result.learning is None else int(result.learning),
                     source.value,
+                    verdict_column(result.canary),
                 ),
             )
             self._unsealed.append(("checks", _rowid(cursor)))
@@ -1078,7 +1103,7 @@ class History:
 
     def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
         """(id, hash, how a message names it) of each row of a sealed table, in id order."""
-        columns = SEALED_COLUMNS[table]
+        columns = sealed_columns(table)
         with _errors(self.path):
             for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
                 row = dict(zip(columns, values, strict=True))
@@ -1376,6 +1401,9 @@ def observation_from_row(row: Row) -> Observation:
         error_message=row["error_message"],
         raw_response=row["raw_response"],
         tags=json.loads(row["tags"]),
+        canary=sample_from_column(
+            row["canary"], fingerprint_token(row["fingerprint"], row["fingerprint_state"])
+        ),
     )
 
 
@@ -1411,6 +1439,7 @@ def observation_row(
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
         "tags": json.dumps(dict(obs.tags), sort_keys=True),
+        "canary": sample_column(obs.canary),
     }
 
 

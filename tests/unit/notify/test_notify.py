@@ -165,6 +165,7 @@ def test_payload_contract() -> None:
         "check_id": "c" * 32,
         "history": str(HISTORY),
         "summary": data["summary"],
+        "canary": None,  # the canary was off
     }
     assert data["summary"].startswith("grok new: ")
     json.dumps(data)  # serialisable as it is
@@ -327,7 +328,7 @@ def test_notifiers_load_with_their_defaults(cwd: Path) -> None:
     slack, pager, hook = config.notifiers
     assert slack == Webhook(
         name="slack",
-        on=frozenset({Event.NEW, Event.ERROR, Event.RECOVERED}),
+        on=frozenset({Event.NEW, Event.DRIFT, Event.ERROR, Event.RECOVERED}),
         targets=None,
         timeout=10.0,
         url="${SLACK_WEBHOOK_URL}",

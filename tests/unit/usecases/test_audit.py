@@ -516,7 +516,7 @@ def test_a_history_of_the_earlier_schema_migrates_and_verifies(path: Path) -> No
         previous = GENESIS_HASH
         for n in range(3):  # what append_check wrote under schema 2
             row = observation_row(f"c{n}", obs("fp_a", at=T0 + n * DAY), previous)
-            del row["tags"]  # schema 2 had no tags column
+            del row["tags"], row["canary"]  # schema 2 had neither column
             row["hash"] = previous = chain_hash(row)
             db.execute(
                 f"INSERT INTO observations ({', '.join(row)}) VALUES "
