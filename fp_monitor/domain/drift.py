@@ -7,7 +7,8 @@ store out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from fp_monitor.domain.canary import (
@@ -108,3 +109,39 @@ def describe_drift(verdict: CanaryVerdict) -> str:
         figures.append(f"p {verdict.p_value:.1e}")
     shown = verdict.drifted or "?"
     return f"{shown} ({', '.join(figures)})" if figures else shown
+
+
+@dataclass(frozen=True)
+class CanaryStats:
+    """What `fpmon stats` shows of a target's canary over a time range."""
+
+    mode: str
+    """Of the latest judged check."""
+    checks: int
+    """Checks in the range with a canary verdict."""
+    statuses: Mapping[str, int]
+    """Checks per canary status (drift, suspect, known, ...)."""
+    known: int
+    """Behaviour signatures known now (unconfirmed ones left out)."""
+    latest: str
+    latest_p: float | None
+    latest_distance: float | None
+
+
+def canary_stats(
+    verdicts: Sequence[Mapping[str, object]], signatures: Sequence[Signature]
+) -> CanaryStats | None:
+    """The figures of stored verdicts (oldest first, as `verdict_data` wrote them)."""
+    if not verdicts:
+        return None
+    last = verdicts[-1]
+    p, distance = last.get("p_value"), last.get("distance")
+    return CanaryStats(
+        mode=str(last.get("mode")),
+        checks=len(verdicts),
+        statuses=dict(Counter(str(v.get("status")) for v in verdicts)),
+        known=sum(not s.candidate for s in signatures),
+        latest=str(last.get("status")),
+        latest_p=p if isinstance(p, float) else None,
+        latest_distance=distance if isinstance(distance, float) else None,
+    )

@@ -302,6 +302,8 @@ class TargetState:
     """Checks per status, over the whole history."""
     last_change_at: datetime | None = None
     """The latest check whose status is a change (see CHANGE_STATUSES)."""
+    canary_distance: float | None = None
+    """The canary's distance of the latest probe check that judged behaviour."""
 
 
 CHANGE_STATUSES = (Status.FIRST, Status.NEW, Status.CHANGED, Status.LEARNED)

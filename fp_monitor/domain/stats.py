@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from fp_monitor.domain.drift import CanaryStats
 from fp_monitor.domain.fingerprints import (
     BUILTIN_GRAMMARS,
     Grammar,
@@ -95,6 +96,8 @@ class TargetStats:
     """The served fingerprints that decode, grouped by their parts (see `fingerprints`)."""
     no_signal: str | None = None
     """Why the fingerprints served now carry no signal, when they carry none."""
+    canary: CanaryStats | None = None
+    """The behaviour canary's verdicts in the range; None when it never judged."""
 
 
 def target_stats(

@@ -317,6 +317,7 @@ STATS_FIELDS = (
     "latency_ms",
     "learning",
     "no_signal",
+    "canary",
 )
 """A target's fields in `stats --json`; `observations` is the older name of `samples`."""
 
@@ -365,6 +366,17 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                 "latency_ms": {"p50": _ms(s.latency_p50_ms), "p95": _ms(s.latency_p95_ms)},
                 "learning": None if s.trust is None else trust_json(s.trust),
                 "no_signal": s.no_signal,
+                "canary": None
+                if s.canary is None
+                else {
+                    "mode": s.canary.mode,
+                    "checks": s.canary.checks,
+                    "statuses": dict(s.canary.statuses),
+                    "known_signatures": s.canary.known,
+                    "latest": s.canary.latest,
+                    "p_value": s.canary.latest_p,
+                    "distance": s.canary.latest_distance,
+                },
             }
             for s in stats
         ],

@@ -48,6 +48,7 @@ from fp_monitor.output.formats import markdown_table, print_document
 from fp_monitor.output.layout import Fitted, TrimmedLines
 
 if TYPE_CHECKING:
+    from fp_monitor.domain.drift import CanaryStats
     from fp_monitor.domain.learning import Trust
     from fp_monitor.domain.stats import Share, TargetStats
     from fp_monitor.domain.timeline import Run
@@ -449,6 +450,22 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
             for line in trust_lines(target.target, target.trust):
                 console.print(Text(line))
             console.print(Fitted(trust_table(target.trust)))
+        if target.canary is not None:
+            console.print()
+            console.print(Text(canary_line(target.target, target.canary)))
+
+
+def canary_line(name: str, canary: CanaryStats) -> str:
+    """The behaviour canary over the range, in one line."""
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(canary.statuses.items()))
+    figures = [f"p {canary.latest_p:.1e}"] if canary.latest_p is not None else []
+    if canary.latest_distance is not None:
+        figures.append(f"distance {canary.latest_distance:.3f}")
+    latest = canary.latest + (f" ({', '.join(figures)})" if figures else "")
+    return (
+        f"{clean(name)}: canary ({canary.mode}): {canary.known} known behaviours; "
+        f"{canary.checks} checks: {counts}; latest {latest}"
+    )
 
 
 def trust_lines(name: str, trust: Trust) -> list[str]:

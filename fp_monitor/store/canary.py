@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from fp_monitor.domain.canary import (
     signature_data,
     signature_from_data,
 )
-from fp_monitor.domain.models import Window, fingerprint_token
+from fp_monitor.domain.models import TargetState, Window, fingerprint_token
 from fp_monitor.store.history import History, _errors, _window, parse_timestamp, timestamp
 
 LOGPROBS = "logprobs"
@@ -104,3 +105,17 @@ def canary_verdicts(
         (target, *params),
     )
     return [(parse_timestamp(at), json.loads(text)) for at, text in rows]
+
+
+def with_canary_state(history: History, target: str) -> TargetState:
+    """`history.state(target)` with the canary's distance of its latest probe check that
+    judged behaviour (what the metrics show)."""
+    rows = _rows(
+        history,
+        "SELECT canary FROM checks WHERE target = ? AND source = 'probe'"
+        " AND canary IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (target,),
+    )
+    distance = json.loads(rows[0][0]).get("distance") if rows else None
+    measured = distance if isinstance(distance, int | float) else None
+    return replace(history.state(target), canary_distance=measured)

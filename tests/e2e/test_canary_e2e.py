@@ -270,3 +270,37 @@ def test_history_and_export_keep_every_samples_logprobs(
 
 if sys.platform == "win32":  # pragma: no cover - the command notifier's script path
     pytest.skip("POSIX only", allow_module_level=True)
+
+
+def test_drift_in_junit_markdown_metrics_and_stats(
+    fpmon: Callable[..., Run], behaving: FakeAPI, isolated: Path
+) -> None:
+    configure(isolated, behaving.base_url)
+    learn(fpmon)
+    behaving.perturb(MODEL, 0, 40)
+    behaving.perturb(MODEL, 1, 40)
+    summary = isolated / "summary.md"
+    run = fpmon(
+        "check",
+        "--junit",
+        "report.xml",
+        "--metrics-file",
+        "fpmon.prom",
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert run.code == 1
+    junit = (isolated / "report.xml").read_text()
+    assert 'failures="1"' in junit and 'type="drift"' in junit and "behaviour: " in junit
+    markdown = summary.read_text()
+    assert "| t | drift | fp_aaaaaaaaaa |" in markdown and "behaviour: " in markdown
+    metrics = (isolated / "fpmon.prom").read_text()
+    assert 'fpmon_canary_drift_total{target="t"} 1.0' in metrics
+    distance = next(line for line in metrics.splitlines() if line.startswith("fpmon_canary_dist"))
+    assert float(distance.split()[-1]) > 0.1
+    stats = fpmon("stats")
+    assert stats.code == 0
+    line = next(line for line in stats.out.splitlines() if line.startswith("t: canary"))
+    assert "drift 1" in line and "known behaviours" in line
+    figures = fpmon("stats", "--json").json()["targets"][0]["canary"]
+    assert figures["mode"] == "logprobs" and figures["statuses"]["drift"] == 1
+    assert figures["latest"] == "drift" and figures["known_signatures"] >= 3
