@@ -53,6 +53,7 @@ import numpy as np
 
 from fp_monitor.domain.canary import (
     CONFIRM,
+    CONFIRM_ROUNDS,
     CanaryMode,
     CanarySample,
     CanaryStatus,
@@ -169,10 +170,15 @@ class Canary:
             self.signatures, samples, mode=self.mode, learning=learning, recent=self.recent
         )
         extra: list[Response] = []
-        if judged.verdict.wants_confirmation:
-            extra = fleet.draw(CONFIRM)
+        # As `fpmon check` does (check.py _confirm): up to CONFIRM_ROUNDS rounds of CONFIRM
+        # more samples while the verdict stays a suspect.
+        for _ in range(CONFIRM_ROUNDS):
+            if not judged.verdict.wants_confirmation:
+                break
+            more = fleet.draw(CONFIRM)
+            extra += more
             self.confirmations += CONFIRM
-            samples += [r.canary() for r in extra]
+            samples += [r.canary() for r in more]
             judged = judge(
                 self.signatures, samples, mode=self.mode, learning=learning, recent=self.recent
             )

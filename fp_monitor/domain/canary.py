@@ -36,11 +36,15 @@ Per sample, the best-matching signature of the sample's fingerprint decides:
   them) is a new behaviour: `drift`, with Fisher's combination of the two p-values. Two
   outliers do not agree: each is off in its own direction.
 
-sampled. A signature is a count of first tokens per fingerprint. After learning, the last
-WINDOW samples of the fingerprint are compared with each known signature by a G-test of
-homogeneity (Williams' correction, rare tokens pooled); `drift` needs p < SAMPLED_DRIFT_P and a
-total-variation distance of at least EFFECT_FLOOR, so a tiny but significant shift is not an
-alarm.
+sampled. A signature is a count of first tokens per fingerprint, learned while the target
+learns and not taught after (a change's first samples look like it before they are told
+apart). After learning, the newest samples of the fingerprint, at each of the SCAN lengths,
+are compared with each known signature by a G-test of homogeneity (Williams' correction, rare
+tokens pooled) and by a surprisal test (are they as likely under the signature as its own
+samples are?); the least p-value, corrected for the tests taken, decides: `drift` needs
+p < SAMPLED_DRIFT_P and a total-variation distance of at least EFFECT_FLOOR, so a tiny but
+significant shift is not an alarm; p < SAMPLED_SUSPECT_P is a `suspect`, which takes the
+confirmation samples.
 
 Pure: samples and signatures in, a verdict and the updated signatures out. No I/O, no clock.
 """
@@ -104,8 +108,21 @@ AGREE_P = 0.05
 """Two agreeing responses are as close as two of one configuration: in the bulk of the noise."""
 
 WINDOW = 30
-"""sampled: the latest samples of a fingerprint that are compared with its signatures."""
+"""The target's recent samples that a check reads are 4 WINDOWs (sampled mode tests them)."""
+SCAN = (12, 18, 24, 30, 45, 60)
+"""sampled: the newest samples tested, at each of these lengths (those there are): a change
+fills a short window with new samples checks before it fills a long one, where the samples
+from before it dilute the evidence; a long one sees a subtler change. The least p-value
+counts, times the tests taken."""
 SAMPLED_DRIFT_P = 1e-6
+SMOOTHING = 0.5
+"""sampled: added to every token's count (Jeffreys) when the surprisal test takes shares."""
+CHERNOFF_MAX_RATE = 20.0
+"""The surprisal test's search for the tightest Chernoff bound stops at this rate."""
+SAMPLED_SUSPECT_P = 0.05
+"""sampled: below this (and above SAMPLED_DRIFT_P) the check is a suspect and takes the
+confirmation samples: one token per sample carries little, so evidence is bought where it is
+needed, not at every check."""
 EFFECT_FLOOR = 0.15
 """sampled: the least total-variation distance that is an alarm."""
 SAMPLED_MIN = 60
@@ -653,25 +670,80 @@ def _judge_sampled(
             outcomes.append(_Outcome(CanaryStatus.KNOWN, grown.id))
             continue
         earlier = [s.token for s in recent if s.fingerprint == fingerprint and s.token is not None]
-        window = Counter([*earlier, *tokens][-WINDOW:])
+        sequence = [*earlier, *tokens]
         scored = []
         for signature in same:
             if signature.samples < SAMPLED_MIN:
                 scored.append((1.0, 0.0, signature, False))
                 continue
-            p, tv = g_test(dict(signature.counts), window)
+            p, tv = _scan(dict(signature.counts), sequence)
             scored.append((p, tv, signature, True))
         p, tv, best, tested = max(scored, key=lambda item: (item[0], -item[1]))
-        if p >= SAMPLED_DRIFT_P or tv < EFFECT_FLOOR:
-            sigs[sigs.index(best)] = join_sampled(best, tokens)
+        if p >= SAMPLED_SUSPECT_P or tv < EFFECT_FLOOR:
+            if best.samples < SAMPLED_MIN:  # a young signature (of a drift) still learns;
+                # a learned one is not taught after learning: the first checks of a change
+                # look like it before they are told apart, and would move it towards them.
+                sigs[sigs.index(best)] = join_sampled(best, tokens)
             outcomes.append(
                 _Outcome(CanaryStatus.KNOWN, best.id, p if tested else None, tv if tested else None)
             )
+            continue
+        if p >= SAMPLED_DRIFT_P:
+            # Not taught to the signature: if it is the start of a change, it must not move.
+            outcomes.append(_Outcome(CanaryStatus.SUSPECT, best.id, p, tv))
             continue
         new = found_sampled(fingerprint, tokens)
         sigs.append(new)
         outcomes.append(_Outcome(CanaryStatus.DRIFT, new.id, p, tv))
     return outcomes, sigs
+
+
+def _scan(reference: Mapping[str, int], sequence: Sequence[str]) -> tuple[float, float]:
+    """(p-value, total variation) of the newest samples against a signature's counts: at each
+    of the SCAN lengths there are samples for, the lesser p-value of the G-test (any change of
+    the distribution) and of the surprisal test (tokens the signature finds unlikely, which a
+    G-test over many tokens and few samples hardly sees); the least over them all, corrected
+    (Bonferroni) for the number taken."""
+    lengths = [n for n in SCAN if n <= len(sequence)] or [len(sequence)]
+    tests = []
+    for n in lengths:
+        newest = sequence[-n:]
+        p, tv = g_test(reference, Counter(newest))
+        tests.append((min(p, surprisal_test(reference, newest)), tv))
+    p, tv = min(tests, key=lambda test: test[0])
+    return min(1.0, p * 2 * len(lengths)), tv
+
+
+def surprisal_test(reference: Mapping[str, int], window: Sequence[str]) -> float:
+    """The p-value that the window's tokens are, on average, as likely under the signature as
+    the signature's own samples are: their mean surprisal (-log of the signature's smoothed
+    share of the token) against the leave-one-out surprisals of its samples, whose
+    distribution is the null; a Chernoff bound on the tail, so never smaller than the truth
+    under that null. Leaving each sample out gives a token seen once the surprisal of a token
+    never seen, so the rare tokens of an unchanged model are no evidence."""
+    n = sum(reference.values())
+    if n < 2 or not window:
+        return 1.0
+    kinds = len(reference) + 1  # the tokens seen, and the unseen ones as one more
+
+    def surprisal(count: int, total: int) -> float:
+        return -math.log((count + SMOOTHING) / (total + SMOOTHING * kinds))
+
+    null = [(count / n, surprisal(count - 1, n - 1)) for count in reference.values()]
+    mean = sum(share * value for share, value in null)
+    observed = statistics.fmean(surprisal(reference.get(t, 0), n) for t in window)
+    if observed <= mean:
+        return 1.0
+
+    def exponent(rate: float) -> float:  # log of the bound, for one rate
+        log_mgf = math.log(sum(share * math.exp(rate * (v - observed)) for share, v in null))
+        return len(window) * log_mgf
+
+    low, high = 0.0, CHERNOFF_MAX_RATE
+    for _ in range(40):  # the exponent is convex in the rate: a ternary search finds its least
+        a, b = low + (high - low) / 3, high - (high - low) / 3
+        low, high = (low, b) if exponent(a) <= exponent(b) else (a, high)
+    return min(1.0, math.exp(exponent((low + high) / 2)))
 
 
 def replay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 
 import pytest
@@ -25,6 +26,7 @@ from fp_monitor.domain.canary import (
     g_test,
     judge,
     replay,
+    surprisal_test,
     tail_p,
 )
 
@@ -339,3 +341,28 @@ def test_sampled_substitution_is_drift_within_ten_checks() -> None:
     after = statuses[80:]
     assert CanaryStatus.DRIFT in after[:10]
     assert after.count(CanaryStatus.DRIFT) == 1  # then the new behaviour is known
+
+
+def test_the_surprisal_test_is_calm_on_the_signatures_own_tokens_and_sure_on_others() -> None:
+    rng = random.Random(3)
+    base = logits(3)
+    reference = Counter(draw(base, rng) for _ in range(250))
+    calm = [surprisal_test(reference, [draw(base, rng) for _ in range(30)]) for _ in range(300)]
+    assert min(calm) > 1e-4  # 300 windows of the same model: nothing near an alarm
+    rare = sorted(VOCAB, key=lambda t: reference[t])[:5]  # tokens it (almost) never answers
+    assert surprisal_test(reference, [rng.choice(rare) for _ in range(30)]) < 1e-12
+    assert surprisal_test(reference, []) == 1.0
+
+
+def test_a_learned_sampled_signature_is_not_taught_after_learning() -> None:
+    rng = random.Random(4)
+    base = logits(4)
+    signatures: tuple[Signature, ...] = ()
+    for _ in range(80):
+        samples = [CanarySample("fp", (), draw(base, rng)) for _ in range(3)]
+        signatures = judge(signatures, samples, mode=SAMPLED, learning=True).signatures
+    after = judge(
+        signatures, [CanarySample("fp", (), draw(base, rng))], mode=SAMPLED, learning=False
+    )
+    assert after.verdict.status is CanaryStatus.KNOWN
+    assert after.signatures == signatures  # a change's first samples would move it otherwise
