@@ -10,9 +10,10 @@ outside the known set is `new`) and the learning rule (defaults, or variants giv
   reported as such;
 - the learning length in checks (checks whose statuses were decided while learning).
 
-The fleet: shares 0.50/0.25/0.15/0.07/0.03, 3 samples per check (a learning target's first check
-takes bootstrap_samples), 10,000 checks; a rollout takes share 0.20 at check 5,000 and another
-0.02 at check 7,000 (the values already served are scaled by 1 - share). One check is 30 minutes
+The fleet: shares 0.50/0.25/0.15/0.07/0.03, 3 samples per check (a learning target's first
+check takes bootstrap_samples, its later checks while learning learn_samples), 10,000 checks;
+a rollout takes share 0.20 at check 5,000 and another 0.02 at check 7,000 (the values already
+served are scaled by 1 - share). One check is 30 minutes
 (for learn_max). Both rules see the same draws: check k of seed s uses its own generator, so the
 rules differ only by their decisions (and by the bootstrap's extra samples on the first check).
 No network, no files, no clock: pure computation.
@@ -141,17 +142,20 @@ def simulate(rule: Rule, seed: int, checks: int) -> Run:
     ended = False
     for k in range(checks):
         _, values, cumulative = periods[bisect.bisect_right(starts, k) - 1]
+        # The statuses are decided by the state BEFORE the check, its age taken at this check.
+        age = None if first_success is None else (k - first_success) * CHECK_SECONDS
+        before = learning_state(counts, first_success_age=age, ended=ended, settings=settings)
         n = samples_for_check(
-            SAMPLES, settings=settings, first_check=first_success is None, has_lock=False
+            SAMPLES,
+            settings=settings,
+            first_check=first_success is None,
+            has_lock=False,
+            learning=before.learning,
         )
         # Check k's own generator: both rules draw the same values (the first n of them).
         rng = random.Random(seed * 1_000_003 + k)
         top = cumulative[-1]
         drawn = [values[bisect.bisect_right(cumulative, rng.random() * top)] for _ in range(n)]
-
-        # The statuses are decided by the state BEFORE the check, its age taken at this check.
-        age = None if first_success is None else (k - first_success) * CHECK_SECONDS
-        before = learning_state(counts, first_success_age=age, ended=ended, settings=settings)
         result = detect(
             NAME,
             [cache[v] for v in drawn],
@@ -217,8 +221,8 @@ def describe(settings: LearningSettings) -> str:
         return f"learning off, {SAMPLES} samples"
     hours = settings.max_age / 3600
     return (
-        f"boot {settings.bootstrap_samples}, min {settings.min_samples}, "
-        f"<{settings.unseen:g}, max {hours:g}h"
+        f"boot {settings.bootstrap_samples}, {settings.learning_samples}/check, "
+        f"min {settings.min_samples}, <{settings.unseen:g}, max {hours:g}h"
     )
 
 
@@ -333,6 +337,8 @@ def parse_variant(text: str) -> Rule:
         key = key.strip()
         if key in ("min", "min_samples", "learn_min_samples"):
             settings = replace(settings, min_samples=int(value))
+        elif key in ("per", "learn_samples"):
+            settings = replace(settings, learning_samples=int(value))
         elif key in ("boot", "bootstrap", "bootstrap_samples"):
             settings = replace(settings, bootstrap_samples=int(value))
         elif key in ("unseen", "learn_unseen"):
@@ -342,7 +348,7 @@ def parse_variant(text: str) -> Rule:
             seconds = float(value[:-1]) * factor if factor else float(value)
             settings = replace(settings, max_age=seconds)
         else:
-            raise SystemExit(f"--variant: unknown key {key!r} (min, boot, unseen, max)")
+            raise SystemExit(f"--variant: unknown key {key!r} (min, per, boot, unseen, max)")
     return Rule(f"learning ({text})", settings)
 
 

@@ -198,7 +198,7 @@ TARGET_MEANING = {
     "api_key_env": "The environment variable holding the key (a name, never the key itself).",
     "headers": "Extra request headers (not the auth header: that comes from `api_key_env`).",
     "params": "Merged into the request body, e.g. `{ max_tokens = 5, seed = 1 }`.",
-    "prompt": "The one user message of the probe.",
+    "prompt": 'The one user message of the probe (`"hi"` when the canary is off).',
     "samples": "Requests per check.",
     "timeout": "Per attempt, for the whole exchange (a server dripping bytes cannot stretch "
     "it); at most 1h.",
@@ -212,11 +212,14 @@ TARGET_MEANING = {
     "learning": "`false` turns bootstrap and learning off: a value never recorded is `new`.",
     "bootstrap_samples": "Requests of a learning target's first check.",
     "learn_min_samples": "Successful samples needed before learning can end.",
+    "learn_samples": "Requests of each later check while the target learns (at least `samples`).",
     "learn_unseen": "Learning can end once the Good-Turing unseen-share estimate is below this "
     "share (0 to 1).",
     "learn_max": "Learning ends this long after the first successful observation, whatever the "
     "estimate.",
     "error_after": "Failed checks in a row before an `error` notification (1 to 1000).",
+    "canary": "The behaviour canary on the probe: `auto`, `logprobs`, `sampled` or `off` (see "
+    "[Catching silent changes](../explanation/canary.md)).",
     "remind": "A value left unaccepted is announced once (its `new` notification); with "
     '`remind = "24h"`, again every 24h while it stays unaccepted.',
     "site": "Where the target is probed from, recorded with each observation (at most 64 "
@@ -296,8 +299,10 @@ def _target_defaults() -> dict[str, str]:
         "learning": lambda: _toml(t.learning.enabled),
         "bootstrap_samples": lambda: str(t.learning.bootstrap_samples),
         "learn_min_samples": lambda: str(t.learning.min_samples),
+        "learn_samples": lambda: str(t.learning.learning_samples),
         "learn_unseen": lambda: str(t.learning.unseen),
         "learn_max": lambda: _duration(t.learning.max_age),
+        "canary": lambda: f'"{t.canary.value}"',
         "remind": lambda: "none (announce once)" if t.remind is None else _duration(t.remind),
         "site": lambda: "the host name",
     }

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fp_monitor.check import CheckOptions, run_check
-from fp_monitor.config.settings import Config
+from fp_monitor.config.settings import Config, target_canary
+from fp_monitor.domain.canary import CanaryMode
 from fp_monitor.domain.errors import ConfigError, ExitCode
 from fp_monitor.domain.models import Source
 from fp_monitor.reading import missing_history
+from fp_monitor.store.canary import canary_signatures
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import Acceptance, accept_values, read_lock, write_lock
 
@@ -61,6 +63,9 @@ def run_accept(
             if facts.previous_fingerprints is None:
                 never.append(target.name)
                 continue
+            signatures = None
+            if target_canary(target)[0] is not CanaryMode.OFF:
+                signatures = canary_signatures(history, target.name)
             lock[target.name], change = accept_values(
                 target.name,
                 lock.get(target.name),
@@ -68,6 +73,7 @@ def run_accept(
                 facts.previous_models or frozenset(),
                 replace=replace,
                 now=now,
+                signatures=signatures,
             )
             changes.append(change)
     finally:

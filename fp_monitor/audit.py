@@ -88,6 +88,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "raw_response": (str, True),
     "prev_hash": (str, False),
     "tags": (str, False),
+    "canary": (str, True),
     "site": (str, True),
     "hash": (str, False),
 }
@@ -481,6 +482,8 @@ def parse_record(text: str, latest: datetime) -> dict[str, Any]:
     for field in RECORD_FIELDS:
         if field == "tags" and field not in data:
             data[field] = NO_TAGS  # exported before records had tags
+        if field == "canary" and field not in data:
+            data[field] = None  # exported before records had canary data
         if field == "site" and field not in data:
             data[field] = None  # exported before records had a site
         if field not in data:

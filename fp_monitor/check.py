@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from fp_monitor.config.settings import Config, Target
+from fp_monitor.config.settings import Config, Target, runtime_canary
+from fp_monitor.domain.canary import CONFIRM, CONFIRM_ROUNDS, WINDOW, CanaryMode, Signature
 from fp_monitor.domain.detect import detect
+from fp_monitor.domain.drift import CanaryContext, judge_check, with_verdict
 from fp_monitor.domain.errors import ConfigError, ExitCode, most_severe
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar, with_parts
 from fp_monitor.domain.learning import (
@@ -31,6 +33,7 @@ from fp_monitor.domain.models import (
     TargetResult,
 )
 from fp_monitor.probe.request import DEFAULT_CONCURRENCY, check_credentials, probe
+from fp_monitor.store.canary import canary_recent, canary_signatures, logprobs_refused, save_canary
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import read_lock
 
@@ -93,21 +96,28 @@ def run_plan(plan: Plan, options: CheckOptions, history: History | None) -> Chec
     (None: a dry run with no history yet)."""
     targets, lock = list(plan.targets), plan.lock
     counts = [_samples(t, history, lock, options) for t in targets]
-    observations = probe(targets, counts, concurrency=options.concurrency)
+    modes = [_canary_mode(t, history) for t in targets]
+    observations = probe(targets, counts, concurrency=options.concurrency, canary=modes)
+    observations = _confirm(history, lock, targets, modes, observations, options)
     checked_at = datetime.now(UTC)
     check_id = uuid.uuid4().hex
     if options.record and history is not None:
         # Detection reads the facts inside the transaction that records its result, so
         # two processes checking one target at once see each other's values.
         with history.write():
-            results = _detect_all(
-                history, lock, targets, observations, options, checked_at, plan.grammars
+            results, learned = _detect_all(
+                history, lock, targets, observations, options, checked_at, plan.grammars, modes
             )
-            for result, target_observations in zip(results, observations, strict=True):
+            for result, target_observations, signatures in zip(
+                results, observations, learned, strict=True
+            ):
                 history.append_check(check_id, checked_at, result, target_observations)
+                if signatures is not None:
+                    refused = any(o.logprobs_rejected for o in target_observations)
+                    save_canary(history, result.name, signatures, checked_at, refused=refused)
     else:
-        results = _detect_all(
-            history, lock, targets, observations, options, checked_at, plan.grammars
+        results, _ = _detect_all(
+            history, lock, targets, observations, options, checked_at, plan.grammars, modes
         )
     return CheckResult(
         check_id=check_id,
@@ -127,14 +137,14 @@ def _samples(
     """Requests for this check: a learning target's first check bootstraps its served set."""
     if options.samples is not None:
         return options.samples
-    first = (
-        history is None or history.facts(target.name, options.sources).previous_fingerprints is None
-    )
+    facts = history.facts(target.name, options.sources) if history else TargetFacts()
+    entry = lock.get(target.name)
     return samples_for_check(
         target.samples,
         settings=target.learning,
-        first_check=first,
-        has_lock=target.name in lock,
+        first_check=facts.previous_fingerprints is None,
+        has_lock=entry is not None,
+        learning=_learning(target.learning, facts, entry, datetime.now(UTC)).learning,
     )
 
 
@@ -146,23 +156,90 @@ def _detect_all(
     options: CheckOptions,
     checked_at: datetime,
     grammars: Sequence[Grammar],
-) -> list[TargetResult]:
-    return [
-        detect_target(
+    modes: Sequence[CanaryMode],
+) -> tuple[list[TargetResult], list[tuple[Signature, ...] | None]]:
+    """Each target's result, and the canary signatures to store (None: the canary is off)."""
+    results, learned = [], []
+    for target, target_observations, mode in zip(targets, observations, modes, strict=True):
+        facts = history.facts(target.name, options.sources) if history else TargetFacts()
+        entry = lock.get(target.name)
+        result = detect_target(
             target.name,
             target_observations,
-            history.facts(target.name, options.sources) if history else TargetFacts(),
+            facts,
             settings=target.learning,
             expect=target.expect,
-            entry=lock.get(target.name),
+            entry=entry,
             checked_at=checked_at,
             locked=options.locked,
             fail_on=options.fail_on,
             remind=target.remind,
             grammars=grammars,
         )
-        for target, target_observations in zip(targets, observations, strict=True)
-    ]
+        signatures = None
+        if mode is not CanaryMode.OFF:
+            context = _canary_context(target.name, mode, history, entry)
+            learning = _learning(target.learning, facts, entry, checked_at).learning
+            verdict, signatures = judge_check(context, target_observations, learning=learning)
+            result = with_verdict(result, verdict, options.fail_on)
+        results.append(result)
+        learned.append(signatures)
+    return results, learned
+
+
+def _canary_mode(target: Target, history: History | None) -> CanaryMode:
+    refused = history is not None and logprobs_refused(history, target.name) is not None
+    return runtime_canary(target, refused)[0]
+
+
+def _canary_context(
+    name: str, mode: CanaryMode, history: History | None, entry: LockEntry | None
+) -> CanaryContext:
+    return CanaryContext(
+        mode=mode,
+        signatures=canary_signatures(history, name) if history else (),
+        recent=tuple(canary_recent(history, name, 4 * WINDOW)) if history else (),
+        locked=entry is not None,
+        accepted=None if entry is None else entry.canary,
+    )
+
+
+def _confirm(
+    history: History | None,
+    lock: Mapping[str, LockEntry],
+    targets: Sequence[Target],
+    modes: Sequence[CanaryMode],
+    observations: list[list[Observation]],
+    options: CheckOptions,
+) -> list[list[Observation]]:
+    """A target whose canary has a suspect (one unusual response) takes CONFIRM more samples
+    in this check, up to CONFIRM_ROUNDS times while it stays a suspect: if they reach the
+    configuration that changed, it is confirmed now."""
+    now = datetime.now(UTC)
+    confirmed = list(observations)
+    for _ in range(CONFIRM_ROUNDS):
+        suspects = []
+        for i, (target, mode) in enumerate(zip(targets, modes, strict=True)):
+            if mode is CanaryMode.OFF:
+                continue
+            entry = lock.get(target.name)
+            facts = history.facts(target.name, options.sources) if history else TargetFacts()
+            learning = _learning(target.learning, facts, entry, now).learning
+            context = _canary_context(target.name, mode, history, entry)
+            verdict, _ = judge_check(context, confirmed[i], learning=learning)
+            if verdict.wants_confirmation:
+                suspects.append(i)
+        if not suspects:
+            break
+        more = probe(
+            [targets[i] for i in suspects],
+            [CONFIRM] * len(suspects),
+            concurrency=options.concurrency,
+            canary=[modes[i] for i in suspects],
+        )
+        for i, extra in zip(suspects, more, strict=True):
+            confirmed[i] = [*confirmed[i], *extra]
+    return confirmed
 
 
 def detect_target(

@@ -26,6 +26,7 @@ from fp_monitor.output.metrics import (
     write_textfile,
 )
 from fp_monitor.output.reports import publish
+from fp_monitor.store.canary import with_canary_state
 from fp_monitor.store.history import History
 from fp_monitor.store.sites import samples_by_site
 
@@ -89,7 +90,7 @@ def read_metrics(
 ) -> Snapshot:
     """Where each target stands according to the history (reads every check of each once)."""
     with history.snapshot():  # the counts and the row they go up to, from one state
-        states = {t.name: history.state(t.name) for t in targets}
+        states = {t.name: with_canary_state(history, t.name) for t in targets}
         last_row = history.last_check_row()
         samples = samples_by_site(history, [t.name for t in targets])
     return replace(snapshot_of(targets, states, last_row, interval), samples=samples)

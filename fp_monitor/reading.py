@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.settings import Config, did_you_mean
+from fp_monitor.domain.drift import canary_stats
 from fp_monitor.domain.errors import ConfigError, HistoryError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import trust
 from fp_monitor.domain.models import ALL_SOURCES, Recorded, Source, Window
 from fp_monitor.domain.stats import TargetStats, target_stats
 from fp_monitor.domain.timeline import Run, newest_runs, runs_newest_first
+from fp_monitor.store.canary import canary_signatures, canary_verdicts
 from fp_monitor.store.history import History
 
 
@@ -54,17 +57,18 @@ def read_stats(
             if checks:
                 samples = history.samples(name, window)
                 facts = history.facts(name, sources)
-                found.append(
-                    target_stats(
-                        name,
-                        checks,
-                        samples,
-                        start=checks[0].checked_at,
-                        end=now,
-                        trust=trust(facts.fingerprint_counts, facts.latest_learning),
-                        grammars=grammars,
-                    )
+                figures = target_stats(
+                    name,
+                    checks,
+                    samples,
+                    start=checks[0].checked_at,
+                    end=now,
+                    trust=trust(facts.fingerprint_counts, facts.latest_learning),
+                    grammars=grammars,
                 )
+                verdicts = [v for _, v in canary_verdicts(history, name, window)]
+                canary = canary_stats(verdicts, canary_signatures(history, name))
+                found.append(replace(figures, canary=canary))
     return found
 
 

@@ -87,11 +87,11 @@ def fake() -> Iterator[FakeAPI]:
 
 def config_text(base_url: str, **targets: dict[str, Any]) -> str:
     """fpmon.toml text: one [targets.NAME] per keyword, provider custom at `base_url`.
-    Learning is off by default here, so that tests of the core rule say what they mean; tests
-    of learning turn it on per target."""
+    Learning and the canary are off by default here, so that tests of the core rule say what
+    they mean; tests of learning or the canary turn them on per target."""
     return tomli_w.dumps(
         {
-            "defaults": {"retries": 0, "timeout": "5s", "learning": False},
+            "defaults": {"retries": 0, "timeout": "5s", "learning": False, "canary": "off"},
             "targets": {
                 name: {"provider": "custom", "base_url": base_url, **keys}
                 for name, keys in targets.items()

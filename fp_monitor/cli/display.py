@@ -44,6 +44,8 @@ def render_accept(lock_path: Path, result: AcceptResult) -> None:
             ("- fingerprint", change.removed),
             ("+ model", change.added_models),
             ("- model", change.removed_models),
+            ("+ behaviour", change.added_signatures),
+            ("- behaviour", change.removed_signatures),
         ):
             for value in values:
                 print(f"{clean(change.target)}: {label} {show_value(value)}")

@@ -4,6 +4,7 @@ Explanation, What fingerprints mean)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -30,6 +31,9 @@ class Preset:
     token_param: str
     default_model: str | None
     """Used when targets are built from the environment (no config file)."""
+    top_logprobs: int = 0
+    """The most top logprobs the API returns for a token; 0: it has no logprobs (as far as
+    its documentation says), so `canary = "auto"` samples the first token instead."""
 
 
 _MCT = "max_completion_tokens"
@@ -45,8 +49,9 @@ PRESETS: dict[str, Preset] = {
             "OPENAI_API_KEY",
             _MCT,
             "gpt-4o-mini",
+            top_logprobs=20,
         ),
-        Preset("azure", "", Auth.API_KEY, "AZURE_OPENAI_API_KEY", _MCT, None),
+        Preset("azure", "", Auth.API_KEY, "AZURE_OPENAI_API_KEY", _MCT, None, top_logprobs=20),
         Preset("xai", "https://api.x.ai/v1", Auth.BEARER, "XAI_API_KEY", _MT, "grok-4"),
         Preset(
             "groq",
@@ -63,6 +68,7 @@ PRESETS: dict[str, Preset] = {
             "DEEPSEEK_API_KEY",
             _MT,
             "deepseek-chat",
+            top_logprobs=20,
         ),
         Preset(
             "openrouter",
@@ -87,6 +93,7 @@ PRESETS: dict[str, Preset] = {
             "FIREWORKS_API_KEY",
             _MT,
             "accounts/fireworks/models/llama-v3p1-8b-instruct",
+            top_logprobs=5,
         ),
         Preset(
             "mistral",
@@ -120,8 +127,17 @@ PRESETS: dict[str, Preset] = {
             _MT,
             "claude-haiku-4-5",
         ),
-        Preset("ollama", "http://127.0.0.1:11434/v1", Auth.NONE, None, _MT, None),
-        Preset("vllm", "http://127.0.0.1:8000/v1", Auth.OPTIONAL_BEARER, "VLLM_API_KEY", _MT, None),
+        # Ollama's OpenAI-compatible API returns up to 20 top logprobs (0.12.11 and later)
+        Preset("ollama", "http://127.0.0.1:11434/v1", Auth.NONE, None, _MT, None, top_logprobs=20),
+        Preset(
+            "vllm",
+            "http://127.0.0.1:8000/v1",
+            Auth.OPTIONAL_BEARER,
+            "VLLM_API_KEY",
+            _MT,
+            None,
+            top_logprobs=20,  # vLLM's default --max-logprobs
+        ),
         Preset(
             "lmstudio",
             "http://127.0.0.1:1234/v1",
@@ -137,6 +153,7 @@ PRESETS: dict[str, Preset] = {
             "LLAMACPP_API_KEY",
             _MT,
             None,
+            top_logprobs=20,
         ),
         Preset("custom", "", Auth.OPTIONAL_BEARER, None, _MT, None),
     )
@@ -271,3 +288,11 @@ REALITIES: dict[str, Realities] = {
 def realities(provider: str) -> Realities:
     """The preset's realities; a provider fpmon has no preset for is undocumented."""
     return REALITIES.get(provider, REALITIES["custom"])
+
+
+REASONING_MODEL = re.compile(
+    r"(^|/)(o[1-9](-|$)|gpt-5|grok-4|qwq|deepseek-r1|magistral)|reasoner|thinking|gemini-2\.5",
+    re.IGNORECASE,
+)
+"""Models that reason before they answer: no logprobs, and a visible first token costs hidden
+reasoning tokens, so `canary = "auto"` is off for them."""

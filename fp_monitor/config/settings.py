@@ -26,10 +26,12 @@ from fp_monitor.config.history_url import (
 from fp_monitor.config.providers import (
     AZURE_DEFAULT_API_VERSION,
     PRESETS,
+    REASONING_MODEL,
     Auth,
     presets_with_keys,
 )
 from fp_monitor.config.site import SITE_VARIABLE, machine_site, site_problem
+from fp_monitor.domain.canary import CanaryMode
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar
 from fp_monitor.domain.learning import BOOTSTRAP_MAX, BOOTSTRAP_MIN, LearningSettings
@@ -42,7 +44,12 @@ DEFAULT_RETRIES = 2
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROMPT = "hi"
 DEFAULT_ERROR_AFTER = 2
-DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.ERROR, Event.RECOVERED})
+DEFAULT_NOTIFY_ON = frozenset({Event.NEW, Event.DRIFT, Event.ERROR, Event.RECOVERED})
+CANARY_PROMPT = "Name one colour. Answer with a single word."
+"""The probe's message when the canary is on (and `prompt` is not set): many first tokens are
+likely (docs/canary.md says why that matters), and the answer is harmless anywhere."""
+CANARY_TEMPERATURE = 1.0
+"""`sampled` mode: the model's own distribution, whatever the provider's default."""
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 DEFAULT_WEBHOOK_RETRIES = 2
 DEFAULT_COMMAND_TIMEOUT = 30.0
@@ -96,11 +103,13 @@ TARGET_KEYS = (
     "learning",
     "bootstrap_samples",
     "learn_min_samples",
+    "learn_samples",
     "learn_unseen",
     "learn_max",
     "error_after",
     "remind",
     "site",
+    "canary",
 )
 TOP_KEYS = (
     "history",
@@ -205,6 +214,8 @@ class Target:
     """Seconds between repeated `new` notifications of a value left unaccepted; None: one."""
     site: str | None = None
     """Where the target is probed from (config/site.py); None only in a Target built by hand."""
+    canary: CanaryMode = CanaryMode.AUTO
+    """Config key `canary`: the behaviour canary on the probe (see `canary_plan`)."""
 
     @property
     def endpoint(self) -> str:
@@ -602,9 +613,14 @@ def _build_target(name: str, read: _Reader) -> Target:
             "bootstrap_samples", defaults.bootstrap_samples, BOOTSTRAP_MIN, BOOTSTRAP_MAX
         ),
         min_samples=read.integer("learn_min_samples", defaults.min_samples, 0, 1_000_000),
+        learning_samples=read.integer(
+            "learn_samples", defaults.learning_samples, BOOTSTRAP_MIN, BOOTSTRAP_MAX
+        ),
         unseen=read.share("learn_unseen", defaults.unseen),
         max_age=read.duration("learn_max", defaults.max_age, allow_zero=True),
     )
+    canary = _choice(read, "canary", read.string("canary", "auto") or "auto", CanaryMode)
+    mode, _ = canary_plan(provider, model, canary)
     return Target(
         name=name,
         provider=provider,
@@ -615,7 +631,8 @@ def _build_target(name: str, read: _Reader) -> Target:
         token_param=preset.token_param,
         headers=headers,
         params=params,
-        prompt=read.string("prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+        prompt=read.string("prompt")
+        or (CANARY_PROMPT if mode is not CanaryMode.OFF else DEFAULT_PROMPT),
         samples=read.integer("samples", DEFAULT_SAMPLES, 1, 1000),
         timeout=read.duration("timeout", DEFAULT_TIMEOUT, longest=MAX_TIMEOUT),
         retries=read.integer("retries", DEFAULT_RETRIES, 0, 10),
@@ -628,6 +645,7 @@ def _build_target(name: str, read: _Reader) -> Target:
         error_after=read.integer("error_after", DEFAULT_ERROR_AFTER, 1, 1000),
         remind=read.duration("remind", 0.0, allow_zero=True) or None,
         site=_site(read),
+        canary=canary,
     )
 
 
@@ -640,6 +658,40 @@ def _site(read: _Reader) -> str:
     if problem := site_problem(value):
         raise read.fail("site", problem)
     return str(value)
+
+
+def canary_plan(provider: str, model: str, setting: CanaryMode) -> tuple[CanaryMode, str]:
+    """The canary mode a target's probe uses, and why (what `fpmon targets` shows); the probe
+    may still fall back at run time (`runtime_canary`)."""
+    preset = PRESETS.get(provider)
+    top = preset.top_logprobs if preset else 0
+    if setting is CanaryMode.OFF:
+        return CanaryMode.OFF, "canary = off"
+    if setting is not CanaryMode.AUTO:
+        return setting, f"canary = {setting.value}"
+    if REASONING_MODEL.search(model):
+        return CanaryMode.OFF, (
+            "a reasoning model: no logprobs, and a visible token costs hidden reasoning tokens"
+        )
+    if top:
+        return CanaryMode.LOGPROBS, f"the {provider} API returns the top {top} logprobs"
+    return CanaryMode.SAMPLED, (
+        f"no logprobs known for the {provider} API: the first token sampled at temperature "
+        f"{CANARY_TEMPERATURE:g}"
+    )
+
+
+def target_canary(target: Target) -> tuple[CanaryMode, str]:
+    return canary_plan(target.provider, target.model, target.canary)
+
+
+def runtime_canary(target: Target, logprobs_rejected: bool) -> tuple[CanaryMode, str]:
+    """The mode of this check: auto falls back to `sampled` once the provider has answered 400
+    to the logprob parameters (the history remembers it)."""
+    mode, why = target_canary(target)
+    if mode is CanaryMode.LOGPROBS and logprobs_rejected and target.canary is CanaryMode.AUTO:
+        return CanaryMode.SAMPLED, "the API answered 400 to logprobs: the first token sampled"
+    return mode, why
 
 
 def _key_variable(read: _Reader, default: str | None) -> str | None:

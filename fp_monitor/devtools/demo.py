@@ -1,5 +1,6 @@
 """`fpmon demo`: the real check pipeline against the built-in fake API, in a temporary
-directory, showing first / learned / same / new / changed with a line on what each means."""
+directory, showing first / learned / same / new / changed / drift with a line on what each
+means."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from rich.text import Text
 
 from fp_monitor.check import CheckOptions, run_check
 from fp_monitor.config.providers import PRESETS
-from fp_monitor.config.settings import Config, Target
+from fp_monitor.config.settings import CANARY_PROMPT, Config, Target
 from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour
+from fp_monitor.domain.canary import CanaryMode
 from fp_monitor.domain.errors import ExitCode
 from fp_monitor.domain.learning import LearningSettings
 from fp_monitor.output.render import STATUS_MEANING, render_check
@@ -21,9 +23,11 @@ MODEL = "demo-model"
 RESOLVED = "demo-model-2026-11-01"
 COMMON, SECOND, RARE = "fp_4f1c2a9e07", "fp_b83d5e6a10", "fp_71d0c9e2aa"
 ROLLOUT = "fp_e9917c3b55"
-# Small numbers so the story fits in five checks; the story says what the defaults are.
-LEARNING = LearningSettings(bootstrap_samples=8, min_samples=12)
+# Small numbers so the story fits in six checks; the story says what the defaults are.
+LEARNING = LearningSettings(bootstrap_samples=8, min_samples=12, learning_samples=4)
 DEFAULTS = LearningSettings()
+SILENT_CHANGE = 30.0
+"""The last step's perturbation of the served configuration, in multiples of its noise."""
 
 
 def _fleet(fingerprints: list[str | None], weights: list[float] | None = None) -> ModelBehaviour:
@@ -49,6 +53,11 @@ STEPS: tuple[tuple[str, ModelBehaviour | None], ...] = (
     ),
     ("The provider rolls out a new backend configuration.", _fleet([ROLLOUT])),
     ("Traffic moves back to a configuration seen before.", _fleet([COMMON])),
+    (
+        "The provider silently changes the model behind that configuration (new weights, same "
+        "fingerprint): the canary's logprobs move.",
+        None,
+    ),
 )
 
 
@@ -65,6 +74,8 @@ def run_demo(console: Console) -> int:
         for number, (story, fleet) in enumerate(STEPS, start=1):
             if fleet is not None:
                 fake.set_model(MODEL, fleet)
+            if number == len(STEPS):
+                fake.perturb(MODEL, 0, SILENT_CHANGE)
             console.print()
             console.print(Text(f"{number}. {story}  $ fpmon check", style="bold"))
             result = run_check(config, [], CheckOptions())
@@ -98,6 +109,8 @@ def _demo_config(base_url: str, directory: Path) -> Config:
         retries=0,
         timeout=10.0,
         learning=LEARNING,
+        canary=CanaryMode.LOGPROBS,
+        prompt=CANARY_PROMPT,
     )
     return Config(
         targets=(target,),

@@ -18,11 +18,24 @@ when given; random mode draws them by ``weights`` from one generator per model, 
 ``seed``. A rollout takes ``share`` of the model's traffic once its ``after_requests`` (counted
 per model since start, ``reset`` or ``set_model``) and ``after_seconds`` are both reached.
 
+Behaviour (see devtools/behaviour.py): each position of ``fingerprints`` is a configuration
+with first-token logits for any prompt, deterministic from the prompt, the model and the
+position (two positions with one fingerprint: two configurations that differ by ``numerics``);
+each response adds ``noise`` (a share ``outliers`` of responses ``outlier_scale`` times more).
+A request with ``logprobs: true`` gets OpenAI's ``choices[0].logprobs.content[0].top_logprobs``
+(``top_logprobs`` up to 20); one with ``logprobs`` or a ``temperature`` is answered with a first
+token sampled at that temperature (default 1), any other with "Hi". ``logprobs = "rejected"``
+answers 400 to the logprob parameters, ``"ignored"`` answers ``"logprobs": null``; a reasoning
+model rejects them. ``perturbations`` moves a configuration's logits by a multiple of the noise
+without changing its fingerprint: a silent change.
+
 Faults wait in a queue; each applies to the next ``times`` requests whose model matches.
 
 Admin endpoints, to drive a server in another process (never recorded, no key needed):
 ``POST /_fake/models/{name}`` (a ModelBehaviour as JSON), ``POST /_fake/rotate``
-(``{"model": ..., "fingerprints": [...]}``), ``POST /_fake/faults`` (a list of Faults),
+(``{"model": ..., "fingerprints": [...]}``), ``POST /_fake/perturb``
+(``{"model": ..., "configuration": 0, "size": 10}``: the silent change; size 0 undoes it),
+``POST /_fake/faults`` (a list of Faults),
 ``GET /_fake/requests`` and ``POST /_fake/reset``. In JSON and TOML input, ``null`` and
 ``"<null>"`` both mean JSON null.
 
@@ -47,6 +60,12 @@ The file read by ``load_config`` (TOML)::
     reasoning = false                # true: reject max_tokens and a non-default temperature
     rollouts = [{ fingerprint = "fp_cccccccccc", share = 0.2, after_requests = 100 }]
     stream_shape = "every-chunk"     # or "azure", "terminal", "first-chunk" (see STREAM_SHAPES)
+    noise = 0.02                     # response-to-response noise on each logit (nats)
+    outliers = 0.01                  # share of responses with outlier_scale x the noise
+    outlier_scale = 5.0
+    numerics = 0.1                   # how far two configurations' logits differ
+    logprobs = "supported"           # or "rejected" (400) or "ignored" (null)
+    perturbations = { "0" = 10.0 }   # configuration (position) -> size, in noise units
 """
 
 from __future__ import annotations
@@ -72,6 +91,7 @@ from pathlib import Path
 from typing import Any, Self, get_args, get_origin, get_type_hints
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from fp_monitor.devtools.behaviour import MAX_TOP_LOGPROBS, logits, logprobs_content, respond
 from fp_monitor.stopping import on_stop
 
 ABSENT = "<absent>"
@@ -87,6 +107,7 @@ STREAM_SHAPES = {
     "first-chunk": "the fingerprint only on the first chunk, null afterwards (SGLang's gateway)",
 }
 """Where a streamed answer carries the fingerprint (`ModelBehaviour.stream_shape`)."""
+_LOGPROBS = ("supported", "rejected", "ignored")
 _FAULT_KINDS = (
     "status",
     "html",
@@ -105,6 +126,7 @@ _REPLACING_FAULTS = ("status", "html", "not_chat", "drop", "redirect")
 CONTROL_ENDPOINTS = (
     "POST /_fake/models/{name}",
     "POST /_fake/rotate",
+    "POST /_fake/perturb",
     "POST /_fake/faults",
     "GET /_fake/requests",
     "POST /_fake/reset",
@@ -158,6 +180,17 @@ class ModelBehaviour:
     rollouts: list[Rollout] = field(default_factory=list)
     stream_shape: str = "every-chunk"
     """Which chunks of a streamed answer carry the fingerprint (see STREAM_SHAPES)."""
+    noise: float = 0.02
+    """Response-to-response noise on each first-token logit, in nats."""
+    outliers: float = 0.0
+    """Share of responses with `outlier_scale` times the noise."""
+    outlier_scale: float = 5.0
+    numerics: float = 0.1
+    """How far the logits of two configurations (positions in `fingerprints`) differ."""
+    logprobs: str = "supported"
+    """"supported", "rejected" (400 to the logprob parameters) or "ignored" (null)."""
+    perturbations: dict[str, float] = field(default_factory=dict)
+    """Configuration (its position, as a string) -> a silent change, in multiples of the noise."""
 
     def __post_init__(self) -> None:
         if not self.fingerprints:
@@ -175,6 +208,15 @@ class ModelBehaviour:
             or sum(self.weights) <= 0
         ):
             raise ValueError("weights: expected one non-negative weight per fingerprint")
+        if self.logprobs not in _LOGPROBS:
+            raise ValueError(
+                f"logprobs: expected one of {', '.join(_LOGPROBS)}, got {self.logprobs!r}"
+            )
+        if (
+            min(self.noise, self.outliers, self.outlier_scale, self.numerics) < 0
+            or self.outliers > 1
+        ):
+            raise ValueError("noise, outliers, outlier_scale, numerics: expected numbers >= 0")
 
 
 @dataclass
@@ -217,6 +259,13 @@ class RecordedRequest:
 class _Rotate:
     model: str
     fingerprints: list[str | None]
+
+
+@dataclass
+class _Perturb:
+    model: str
+    configuration: int
+    size: float
 
 
 @dataclass
@@ -305,9 +354,14 @@ class _ModelState:
     served: int = 0
     credit: list[float] = field(default_factory=list)
     rng: random.Random = field(init=False)
+    configuration: int = 0
+    """The position of the value served last: the configuration that answered."""
+    noise_rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.behaviour.seed)
+        # Its own generator: response noise leaves the order of served values as it was.
+        self.noise_rng = random.Random(self.behaviour.seed)
 
     def next_fingerprint(self) -> str | None:
         b = self.behaviour
@@ -321,7 +375,8 @@ class _ModelState:
                 values.append(rollout.fingerprint)
         self.served += 1
         if b.mode == "random":
-            return self.rng.choices(values, weights)[0]
+            self.configuration = self.rng.choices(range(len(values)), weights)[0]
+            return values[self.configuration]
         # Smooth weighted round-robin (nginx): exact shares over each cycle, evenly interleaved,
         # and plain rotation when the weights are equal.
         if len(self.credit) != len(weights):
@@ -329,6 +384,7 @@ class _ModelState:
         self.credit = [c + w for c, w in zip(self.credit, weights, strict=True)]
         pick = max(range(len(weights)), key=self.credit.__getitem__)
         self.credit[pick] -= total
+        self.configuration = pick
         return values[pick]
 
 
@@ -524,6 +580,73 @@ def _usage(messages: list[Any], reasoning: bool) -> dict[str, Any]:
     }
 
 
+def _asks_behaviour(body: dict[str, Any]) -> bool:
+    """A request for the first token's logprobs, or for a sample at a temperature."""
+    return body.get("logprobs") is True or body.get("temperature") is not None
+
+
+def _logprobs_problem(body: dict[str, Any], behaviour: ModelBehaviour) -> dict[str, Any] | None:
+    """The 400 error of a request whose logprob parameters this model refuses, or None."""
+    asked = body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None
+    if asked and (behaviour.logprobs == "rejected" or behaviour.reasoning):
+        return _openai_error(
+            "logprobs is not supported with this model",
+            param="logprobs",
+            code="unsupported_parameter",
+        )
+    top = body.get("top_logprobs")
+    if top is not None and (
+        not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_LOGPROBS
+    ):
+        return _openai_error(
+            f"Invalid 'top_logprobs': expected an integer from 0 to {MAX_TOP_LOGPROBS}, "
+            f"got {json.dumps(top)}.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    if top is not None and body.get("logprobs") is not True:
+        return _openai_error(
+            "top_logprobs requires logprobs to be true", param="top_logprobs", code="invalid_value"
+        )
+    return None
+
+
+def _first_token(
+    body: dict[str, Any],
+    model: str,
+    configuration: int,
+    behaviour: ModelBehaviour,
+    rng: random.Random,
+) -> tuple[str, dict[str, Any] | None]:
+    """The answer's first token, sampled from the configuration's logits for the prompt, and
+    OpenAI's `logprobs` object when asked for and supported."""
+    last = body["messages"][-1]
+    prompt = last.get("content") if isinstance(last, dict) else None
+    if not isinstance(prompt, str):
+        prompt = json.dumps(last, sort_keys=True)
+    values = logits(
+        prompt,
+        model,
+        configuration,
+        numerics=behaviour.numerics,
+        noise=behaviour.noise,
+        perturbation=behaviour.perturbations.get(str(configuration), 0.0),
+    )
+    temperature = body.get("temperature")
+    token, ranked = respond(
+        values,
+        rng,
+        noise=behaviour.noise,
+        outliers=behaviour.outliers,
+        outlier_scale=behaviour.outlier_scale,
+        temperature=float(temperature) if isinstance(temperature, int | float) else 1.0,
+    )
+    if body.get("logprobs") is not True or behaviour.logprobs != "supported":
+        return token, None
+    top = body.get("top_logprobs") or 0
+    return token, {"content": logprobs_content(token, ranked, top), "refusal": None}
+
+
 def _completion(
     request: dict[str, Any],
     model: str,
@@ -531,6 +654,8 @@ def _completion(
     content: str,
     reasoning: bool,
     stream_shape: str = "every-chunk",
+    *,
+    logprobs: dict[str, Any] | None = None,
 ) -> _Reply:
     """A successful answer in OpenAI's shape: one ChatCompletion, or a stream of chunks."""
     completion_id = "chatcmpl-" + _random_id(29)
@@ -550,7 +675,7 @@ def _completion(
             "refusal": None,
             "annotations": [],
         }
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "length"}
+        choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "length"}
         return _json_reply(
             200, {**head("chat.completion"), "choices": [choice], "usage": usage, **tail}
         )
@@ -559,13 +684,15 @@ def _completion(
     # with include_usage, OpenAI puts "usage": null on every chunk before the last
     extra = {"usage": None} if with_usage else {}
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def chunk(
+        delta: dict[str, Any], finish_reason: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         return {**head("chat.completion.chunk"), **tail, "choices": [choice], **extra}
 
     chunks = [
         chunk({"role": "assistant", "content": "", "refusal": None}, None),
-        chunk({"content": content}, None),
+        chunk({"content": content}, None, logprobs),
         chunk({}, "length"),
     ]
     if with_usage:
@@ -788,6 +915,22 @@ class FakeAPI:
                 state.behaviour, fingerprints=list(fingerprints), weights=weights
             )
 
+    def perturb(self, name: str, configuration: int, size: float) -> None:
+        """Move configuration `configuration` (a position in the model's fingerprints) of
+        `name` by `size` times its noise from now on, its fingerprint unchanged: a silent
+        change. Size 0 takes it back."""
+        with self._lock:
+            state = self._state(name)
+            if not 0 <= configuration < len(state.behaviour.fingerprints):
+                raise ValueError(
+                    f"configuration: expected 0 to {len(state.behaviour.fingerprints) - 1}, "
+                    f"got {configuration}"
+                )
+            moved = {**state.behaviour.perturbations, str(configuration): size}
+            if not size:
+                del moved[str(configuration)]
+            state.behaviour = self._models[name] = replace(state.behaviour, perturbations=moved)
+
     def add_faults(self, faults: Iterable[Fault]) -> None:
         """Queue faults; each applies to the next `times` requests for its model."""
         copies = [replace(fault) for fault in faults]  # `times` counts down on our own copy
@@ -903,13 +1046,26 @@ class FakeAPI:
             behaviour = state.behaviour
             if behaviour.reasoning and (problem := _unsupported(body)):
                 return _json_reply(400, problem)
+            if problem := _logprobs_problem(body, behaviour):
+                return _json_reply(400, problem)
             fingerprint = state.next_fingerprint()
+            configuration = state.configuration
+            rng = random.Random(state.noise_rng.random())
         time.sleep(behaviour.latency)
         # a reasoning model spends a one-token budget on reasoning and answers ""
         content = "Hi " * 3_500_000 if huge else "" if behaviour.reasoning else "Hi"
+        logprobs = None
+        if not behaviour.reasoning and not huge and _asks_behaviour(body):
+            content, logprobs = _first_token(body, request.model, configuration, behaviour, rng)
         resolved = behaviour.resolved_model or request.model
         reply = _completion(
-            body, resolved, fingerprint, content, behaviour.reasoning, behaviour.stream_shape
+            body,
+            resolved,
+            fingerprint,
+            content,
+            behaviour.reasoning,
+            behaviour.stream_shape,
+            logprobs=logprobs,
         )
         reply.headers.update(behaviour.headers)
         if body.get("stream") is True:
@@ -928,6 +1084,9 @@ class FakeAPI:
             elif (method, path) == ("POST", "/_fake/rotate"):
                 rotation = _build(_Rotate, data, "")
                 self.rotate(rotation.model, rotation.fingerprints)
+            elif (method, path) == ("POST", "/_fake/perturb"):
+                change = _build(_Perturb, data, "")
+                self.perturb(change.model, change.configuration, change.size)
             elif (method, path) == ("POST", "/_fake/faults"):
                 self.add_faults(_build(list[Fault], data, "faults"))
             elif (method, path) == ("POST", "/_fake/reset"):

@@ -54,7 +54,7 @@ CHAINED_COLUMNS = (
     "prev_hash",
 )
 NO_TAGS = "{}"
-RECORD_FIELDS = (*CHAINED_COLUMNS, "tags", "site", "hash")
+RECORD_FIELDS = (*CHAINED_COLUMNS, "tags", "canary", "site", "hash")
 """A record as it is stored (beside its id) and exported."""
 
 
@@ -76,10 +76,18 @@ def chain_hash(row: Row) -> str:
         tags = row["tags"]
     except (KeyError, IndexError):
         tags = NO_TAGS
-    if tags != NO_TAGS:
+    # The canary's data came with schema 0015: hashed, after the tags whatever they are, only
+    # when a record has some, so that every record written before keeps its hash.
+    try:
+        canary = row["canary"]
+    except (KeyError, IndexError):
+        canary = None
+    if canary is not None:
+        values += (tags, canary)
+    elif tags != NO_TAGS:
         values += (tags,)
-    # The site came with schema 0013: hashed only when there is one, like tags, and as a
-    # ["site", name] pair, so that no site can hash like a record's tags.
+    # The site came with schema 0013: hashed only when there is one, and as a ["site", name]
+    # pair, so that no site can hash like a record's tags or canary data (both strings).
     try:
         site = row["site"]
     except (KeyError, IndexError):
@@ -124,9 +132,23 @@ SEALED_COLUMNS = {
 }
 
 
+LATER_SEALED_COLUMNS = {"checks": ("canary",)}
+"""Columns that came after rows were first sealed: a row's value is sealed, after its
+SEALED_COLUMNS, only when it is not null, so that every row sealed before keeps its hash (a
+check's canary verdict came with schema 0015_canary)."""
+
+
+def sealed_columns(table: str) -> tuple[str, ...]:
+    """The columns of `table` that `row_hash` takes, in order."""
+    return SEALED_COLUMNS[table] + LATER_SEALED_COLUMNS.get(table, ())
+
+
 def row_hash(table: str, values: Sequence[Any]) -> str:
-    """The hash of a row of `table`: its SEALED_COLUMNS values, as stored."""
-    return _sha256([table, *values])
+    """The hash of a row of `table`: its `sealed_columns` values, as stored."""
+    fixed = len(SEALED_COLUMNS[table])
+    # Values given without the later columns hash as a row that has none.
+    later = zip(LATER_SEALED_COLUMNS.get(table, ()), values[fixed:], strict=False)
+    return _sha256([table, *values[:fixed], *([c, v] for c, v in later if v is not None)])
 
 
 @dataclass(frozen=True)

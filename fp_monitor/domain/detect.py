@@ -161,7 +161,7 @@ def _status(
 
 
 def _unexpected(status: Status, fail_on: FailOn) -> bool:
-    if status is Status.NEW:
+    if status in (Status.NEW, Status.DRIFT):
         return fail_on is not FailOn.NEVER
     if status is Status.CHANGED:
         return fail_on is FailOn.CHANGE

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 DECODE_LIMIT = 256
 """Longer values are not decoded: no real fingerprint is that long, and a team's own pattern
 then never runs over a hostile server's megabyte."""
-NO_SIGNAL_ADVICE = "fpmon cannot see a backend change through it: watch its behaviour instead"
+NO_SIGNAL_ADVICE = (
+    "fpmon cannot see a backend change through it: the canary watches its behaviour (canary = "
+    '"logprobs", or "sampled" where the API has no logprobs)'
+)
 """What to do about a server whose fingerprint carries no signal (the canary, where there is
 one, watches behaviour)."""
 CONSTANT_FINGERPRINTS: Mapping[str, str] = {

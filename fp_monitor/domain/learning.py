@@ -38,9 +38,15 @@ class LearningSettings:
     bootstrap_samples: int = 20
     """Config key `bootstrap_samples` (1 to 1000): requests of a learning target's first check,
     so the common configurations are known from the start."""
-    min_samples: int = 100
+    min_samples: int = 250
     """Config key `learn_min_samples`: successful samples needed before learning can end (the
-    Good-Turing estimate means little on a handful of samples)."""
+    Good-Turing estimate means little on a handful of samples). 250 leaves a configuration
+    serving 3% of calls unseen with probability 0.0005 (100 left it unseen in 1 of 20 runs of
+    benchmarks/detection.py)."""
+    learning_samples: int = 9
+    """Config key `learn_samples`: requests per check while the target learns (at least
+    `samples`), so that it reaches 250 samples in about as many checks as 3 a check reached
+    100; each is still one output token."""
     unseen: float = 0.01
     """Config key `learn_unseen`: learning can end once the unseen-share estimate is strictly
     below this share."""
@@ -55,6 +61,11 @@ class LearningSettings:
             raise ValueError(
                 f"bootstrap_samples must be {BOOTSTRAP_MIN} to {BOOTSTRAP_MAX}, "
                 f"not {self.bootstrap_samples}"
+            )
+        if not BOOTSTRAP_MIN <= self.learning_samples <= BOOTSTRAP_MAX:
+            raise ValueError(
+                f"learn_samples must be {BOOTSTRAP_MIN} to {BOOTSTRAP_MAX}, "
+                f"not {self.learning_samples}"
             )
         if self.min_samples < 0:
             raise ValueError(f"learn_min_samples must be 0 or more, not {self.min_samples}")
@@ -145,16 +156,20 @@ def samples_for_check(
     first_check: bool,
     has_lock: bool,
     explicit: bool = False,
+    learning: bool = False,
 ) -> int:
     """Requests to send to a target in this check.
 
     `samples`: the configured (or `--samples`) number; `first_check`: no earlier success;
-    `explicit`: `samples` came from `--samples`, which overrides the bootstrap. A learning
-    target's first check sends `bootstrap_samples` so that it starts out knowing the common
-    configurations (a `--no-record` first check bootstraps too: it is still a first check)."""
-    if settings.enabled and first_check and not has_lock and not explicit:
+    `explicit`: `samples` came from `--samples`, which overrides the bootstrap; `learning`: the
+    target is still learning. A learning target's first check sends `bootstrap_samples` so that
+    it starts out knowing the common configurations (a `--no-record` first check bootstraps
+    too: it is still a first check), and its later checks `learning_samples` until it ends."""
+    if not settings.enabled or has_lock or explicit:
+        return samples
+    if first_check:
         return settings.bootstrap_samples
-    return samples
+    return max(samples, settings.learning_samples) if learning else samples
 
 
 def share_interval(count: int, total: int, z: float = 1.96) -> tuple[float, float]:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fp_monitor.domain.fingerprints import PartsDiff
 
+from fp_monitor.domain.canary import CanarySample, CanaryVerdict, Signature
+
 # A fingerprint (or resolved model) is kept as a token: the string itself, or one of these for
 # the states a string cannot express. Missing, null and "" are distinct on purpose: providers
 # differ, and a switch between them is a backend change.
@@ -40,6 +42,8 @@ class Status(StrEnum):
     CHANGED = "changed"
     SAME = "same"
     LEARNED = "learned"
+    DRIFT = "drift"
+    """Every fingerprint and model is known, but the behaviour is not (the canary)."""
 
 
 class Event(StrEnum):
@@ -48,6 +52,7 @@ class Event(StrEnum):
     NEW = "new"
     CHANGED = "changed"
     LEARNED = "learned"
+    DRIFT = "drift"
     ERROR = "error"
     RECOVERED = "recovered"
 
@@ -104,6 +109,10 @@ class Observation:
     """What the application said about a response of its own traffic (e.g. a user id)."""
     site: str | None = None
     """Where it was observed from (the `site` key); None in records made before sites."""
+    canary: CanarySample | None = None
+    """The probe's canary data of this sample (top logprobs, sampled token); None without."""
+    logprobs_rejected: bool = False
+    """The provider answered 400 to the logprob parameters; the sample was taken without."""
 
     @property
     def ok(self) -> bool:
@@ -203,6 +212,8 @@ class TargetResult:
     learning_ended: bool = False
     """This check ended the target's learning: from the next one on, a value never seen is
     `new`."""
+    canary: CanaryVerdict | None = None
+    """What the canary said of this check; None when it is off."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,8 @@ class LockEntry:
     fingerprints: frozenset[str]
     models: frozenset[str]
     accepted_at: datetime | None = None
+    canary: tuple[Signature, ...] | None = None
+    """The accepted behaviour signatures; None: the entry carries none (not judged)."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +306,8 @@ class TargetState:
     """Checks per status, over the whole history."""
     last_change_at: datetime | None = None
     """The latest check whose status is a change (see CHANGE_STATUSES)."""
+    canary_distance: float | None = None
+    """The canary's distance of the latest probe check that judged behaviour."""
 
 
 CHANGE_STATUSES = (Status.FIRST, Status.NEW, Status.CHANGED, Status.LEARNED)

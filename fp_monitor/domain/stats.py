@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from fp_monitor.domain.drift import CanaryStats
 from fp_monitor.domain.fingerprints import (
     BUILTIN_GRAMMARS,
     Grammar,
@@ -111,6 +112,8 @@ class TargetStats:
     """Why the fingerprints served now carry no signal, when they carry none."""
     sites: tuple[SiteShares, ...] = ()
     """What each site is served now (sites in name order, records without one last)."""
+    canary: CanaryStats | None = None
+    """The behaviour canary's verdicts in the range; None when it never judged."""
 
 
 def target_stats(

@@ -48,7 +48,7 @@ def describe(target: TargetResult) -> str:
         moves = [_move(c.field, c.before, c.now) + _parts(target, c.field) for c in target.changes]
         moves = moves or [served]
     text = "; ".join(moves)
-    if target.unexpected and target.status is Status.NEW:
+    if target.unexpected and target.status in (Status.NEW, Status.DRIFT):
         text += f". If expected, accept it: fpmon accept {target.name}"
     return text
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 
+from fp_monitor.domain.canary import CanarySample
 from fp_monitor.domain.models import ERROR_MESSAGE_LIMIT, RAW_RESPONSE_LIMIT, Observation
 
 _registered: set[str] = set()
@@ -69,6 +70,18 @@ def scrub(observation: Observation, also: Iterable[str] = ()) -> Observation:
         headers={name: redact(value, secrets) for name, value in observation.headers.items()},
         error_message=None if message is None else message[:ERROR_MESSAGE_LIMIT],
         raw_response=None if raw is None else _utf8_prefix(raw, RAW_RESPONSE_LIMIT),
+        canary=None if observation.canary is None else _scrub_canary(observation.canary, secrets),
+    )
+
+
+def _scrub_canary(sample: CanarySample, secrets: tuple[str, ...]) -> CanarySample:
+    """The canary's first tokens and fingerprint are the server's strings too (they reach the
+    history, the lock and `check --json`)."""
+    return replace(
+        sample,
+        fingerprint=redact(sample.fingerprint, secrets),
+        top=tuple((redact(token, secrets), logprob) for token, logprob in sample.top),
+        token=None if sample.token is None else redact(sample.token, secrets),
     )
 
 

@@ -4,19 +4,22 @@ the history; and the sample events of `fpmon notify test`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.settings import (
     Config,
 )
+from fp_monitor.domain.canary import CanaryMode, CanaryStatus, CanaryVerdict
+from fp_monitor.domain.drift import with_verdict
 from fp_monitor.domain.models import (
     TRAFFIC_STATUSES,
     Change,
     CheckResult,
     ErrorKind,
     Event,
+    FailOn,
     ProbeError,
     Status,
     TargetResult,
@@ -27,6 +30,7 @@ STATUS_EVENTS = {
     Status.NEW: Event.NEW,
     Status.CHANGED: Event.CHANGED,
     Status.LEARNED: Event.LEARNED,
+    Status.DRIFT: Event.DRIFT,
 }
 
 
@@ -134,11 +138,24 @@ def sample(event: Event, history: HistoryLocation) -> Notification:
         latency_ms=412.0 if now else None,
         changes=(Change("fpmon-test", "fingerprint", previous, now, None),) if moved else (),
     )
+    if status is Status.DRIFT:  # as a check makes it: known values, a verdict on top
+        target = with_verdict(replace(target, status=Status.SAME), _SAMPLE_DRIFT, FailOn.NEW)
     failed = 3 if event in (Event.ERROR, Event.RECOVERED) else 0
     return Notification(event, target, "0" * 32, datetime.now(UTC), history, failed)
 
 
 _OLD, _OTHER, _NEW = "fp_0ba0d124f1", "fp_560af6e559", "fp_e9917c3b55"
+_SAMPLE_DRIFT = CanaryVerdict(
+    mode=CanaryMode.LOGPROBS,
+    status=CanaryStatus.DRIFT,
+    signatures=("5d41402abc",),
+    known=("0cc175b9c0", "92eb5ffee6"),
+    p_value=3.2e-12,
+    distance=0.412,
+    noise=0.021,
+    samples=3,
+    drifted="5d41402abc",
+)
 
 
 # event -> (status, previous fingerprints, fingerprints now) of the sample
@@ -146,6 +163,7 @@ _SAMPLES: dict[Event, tuple[Status, tuple[str, ...], tuple[str, ...]]] = {
     Event.NEW: (Status.NEW, (_OLD, _OTHER), (_NEW,)),
     Event.CHANGED: (Status.CHANGED, (_OLD,), (_OTHER,)),
     Event.LEARNED: (Status.LEARNED, (_OLD,), (_NEW,)),
+    Event.DRIFT: (Status.DRIFT, (_OLD, _OTHER), (_OLD, _OTHER)),
     Event.ERROR: (Status.ERROR, (_OLD, _OTHER), ()),
     Event.RECOVERED: (Status.SAME, (_OLD, _OTHER), (_OLD, _OTHER)),
 }

@@ -11,6 +11,7 @@ from fp_monitor.config.settings import (
     Notifier,
     expand,
 )
+from fp_monitor.domain.canary import verdict_data
 from fp_monitor.domain.errors import NotifyError
 from fp_monitor.domain.models import (
     Event,
@@ -48,6 +49,7 @@ def payload(notification: Notification) -> dict[str, Any]:
         ),
         "summary": summary(notification),
         "site": notification.site,
+        "canary": None if target.canary is None else verdict_data(target.canary),
     }
 
 

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fp_monitor.config.providers import Realities, realities
-from fp_monitor.config.settings import Config, key_status
+from fp_monitor.config.settings import Config, key_status, target_canary
+from fp_monitor.domain.canary import sample_data, verdict_data
 from fp_monitor.domain.fingerprints import no_signal
 from fp_monitor.domain.models import (
     Change,
@@ -47,6 +48,7 @@ CHECK_TARGET_FIELDS = (
     "latency_ms",
     "changes",
     "no_signal",
+    "canary",
 )
 """A target's fields in `check --json`, and its columns in JSON lines and CSV."""
 
@@ -80,6 +82,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
                 "latency_ms": _ms(t.latency_ms),
                 "changes": [change_json(c) for c in t.changes],
                 "no_signal": no_signal(t.fingerprints),
+                "canary": None if t.canary is None else verdict_data(t.canary),
             }
             for t in result.targets
         ],
@@ -125,6 +128,7 @@ TARGET_FIELDS = (
     "retries",
     "enabled",
     "provider_facts",
+    "canary",
 )
 
 
@@ -147,6 +151,7 @@ def targets_json(config: Config) -> dict[str, Any]:
                 "retries": t.retries,
                 "enabled": t.enabled,
                 "provider_facts": facts_json(realities(t.provider)),
+                "canary": dict(zip(("mode", "why"), target_canary(t), strict=True)),
             }
             for t in config.targets
         ],
@@ -205,6 +210,7 @@ OBSERVATION_FIELDS = (
     "raw_response",
     "resolved_model",
     "site",
+    "canary",
 )
 """An observation's fields: `resolved_model` is the name `fpmon export` and the history use;
 `model` is its older name here, kept as an alias within version 1 (a new field goes last, so
@@ -257,6 +263,7 @@ def observation_json(record: Recorded) -> dict[str, Any]:
         "raw_response": o.raw_response,
         "resolved_model": o.resolved_model,
         "site": o.site,
+        "canary": None if o.canary is None else sample_data(o.canary),
     }
 
 
@@ -313,6 +320,7 @@ STATS_FIELDS = (
     "learning",
     "no_signal",
     "sites",
+    "canary",
 )
 """A target's fields in `stats --json`; `observations` is the older name of `samples`."""
 
@@ -371,6 +379,17 @@ def stats_json(stats: Sequence[TargetStats], since: datetime, now: datetime) -> 
                     }
                     for site in s.sites
                 ],
+                "canary": None
+                if s.canary is None
+                else {
+                    "mode": s.canary.mode,
+                    "checks": s.canary.checks,
+                    "statuses": dict(s.canary.statuses),
+                    "known_signatures": s.canary.known,
+                    "latest": s.canary.latest,
+                    "p_value": s.canary.latest_p,
+                    "distance": s.canary.latest_distance,
+                },
             }
             for s in stats
         ],

@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fp_monitor.config.settings import Target
+from fp_monitor.config.settings import Target, target_canary
+from fp_monitor.domain.canary import CanaryMode
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import ABSENT, CHANGE_STATUSES, NULL, CheckResult, Status, TargetState
 from fp_monitor.domain.text import clean, shorten
@@ -73,6 +74,11 @@ def advance(
             status_counts=counts,
             last_change_at=(
                 result.checked_at if target.status in CHANGE_STATUSES else old.last_change_at
+            ),
+            canary_distance=(
+                target.canary.distance
+                if target.canary is not None and target.canary.distance is not None
+                else old.canary_distance
             ),
         )
     return replace(snapshot, states=states, last_check=result.checked_at)
@@ -136,6 +142,17 @@ def families(snapshot: Snapshot) -> list[Metric]:
         _merged_samples(snapshot.samples).items(), key=lambda kv: kv[0]
     ):
         samples.add_metric([target_name, site], count)
+    drifts = CounterMetricFamily(
+        "fpmon_canary_drift",
+        "Checks whose status was drift: every fingerprint known, the behaviour not (the canary)",
+        labels=["target"],
+    )
+    distance = GaugeMetricFamily(
+        "fpmon_canary_distance",
+        "The canary's distance (nats; total variation in sampled mode) of the latest check's "
+        "most unusual sample from the nearest known behaviour",
+        labels=["target"],
+    )
     for target in snapshot.targets:
         state = snapshot.states.get(target.name, TargetState())
         name = label(target.name)
@@ -153,7 +170,12 @@ def families(snapshot: Snapshot) -> list[Metric]:
             changes.add_metric([name, status.value], state.status_counts.get(status, 0))
         if state.last_change_at is not None:
             last_change.add_metric([name], state.last_change_at.timestamp())
+        if target_canary(target)[0] is not CanaryMode.OFF:
+            drifts.add_metric([name], state.status_counts.get(Status.DRIFT, 0))
+            if state.canary_distance is not None:
+                distance.add_metric([name], state.canary_distance)
     found: list[Metric] = [info, success, duration, changes, last_change, samples]
+    found += [family for family in (drifts, distance) if family.samples]
     if snapshot.last_check is not None:
         found.append(
             GaugeMetricFamily(

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fp_monitor.config.providers import realities
-from fp_monitor.config.settings import Config, key_status
+from fp_monitor.config.settings import Config, key_status, target_canary
 from fp_monitor.domain.fingerprints import NO_SIGNAL_ADVICE, no_signal
 from fp_monitor.domain.models import (
     CheckResult,
@@ -48,6 +48,7 @@ from fp_monitor.output.formats import markdown_table, print_document
 from fp_monitor.output.layout import Fitted, TrimmedLines
 
 if TYPE_CHECKING:
+    from fp_monitor.domain.drift import CanaryStats
     from fp_monitor.domain.learning import Trust
     from fp_monitor.domain.stats import Share, TargetStats
     from fp_monitor.domain.timeline import Run
@@ -60,6 +61,7 @@ STATUS_STYLE = {
     Status.FIRST: "cyan",
     Status.ERROR: "red",
     Status.LEARNED: "blue",
+    Status.DRIFT: "bold magenta",
 }
 STATUS_MEANING = {
     Status.FIRST: "first check of this target: its values are now known",
@@ -68,6 +70,8 @@ STATUS_MEANING = {
     Status.NEW: "a value never seen (or accepted) before: the backend changed",
     Status.ERROR: "no sample succeeded",
     Status.LEARNED: "a value not seen before while the target is still learning its served set",
+    Status.DRIFT: "every fingerprint and model is known, but the behaviour is not: the model "
+    "behind them changed silently",
 }
 
 
@@ -167,7 +171,8 @@ def explanation(target: TargetResult) -> str | None:
     target is as expected)."""
     if not target.unexpected:
         return None
-    hint = f"; if expected: fpmon accept {target.name}" if target.status is Status.NEW else ""
+    accepts = target.status in (Status.NEW, Status.DRIFT)
+    hint = f"; if expected: fpmon accept {target.name}" if accepts else ""
     return clean(f"{target.name}: {STATUS_MEANING[target.status]}{hint}")
 
 
@@ -221,11 +226,13 @@ def targets_table(config: Config) -> Table:
         "key",
         "samples",
         "fingerprint",
+        "canary",
         title=title,
     )
     for target in config.targets:
         key = key_status(target)
         facts = realities(target.provider)
+        mode, why = target_canary(target)
         table.add_row(
             Text(target.name + ("" if target.enabled else " (disabled)")),
             Text(target.provider),
@@ -235,6 +242,7 @@ def targets_table(config: Config) -> Table:
             Text(key, style="bold red" if key == "MISSING" else ""),
             Text(str(target.samples)),
             Text(facts.fingerprint + ("" if facts.signal else " (no signal)")),
+            Text(f"{mode.value}: {why}"),
         )
     return table
 
@@ -463,6 +471,22 @@ def render_stats(stats: Sequence[TargetStats], stdout: IO[str]) -> None:
             for line in trust_lines(target.target, target.trust):
                 console.print(Text(line))
             console.print(Fitted(trust_table(target.trust)))
+        if target.canary is not None:
+            console.print()
+            console.print(Text(canary_line(target.target, target.canary)))
+
+
+def canary_line(name: str, canary: CanaryStats) -> str:
+    """The behaviour canary over the range, in one line."""
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(canary.statuses.items()))
+    figures = [f"p {canary.latest_p:.1e}"] if canary.latest_p is not None else []
+    if canary.latest_distance is not None:
+        figures.append(f"distance {canary.latest_distance:.3f}")
+    latest = canary.latest + (f" ({', '.join(figures)})" if figures else "")
+    return (
+        f"{clean(name)}: canary ({canary.mode}): {canary.known} known behaviours; "
+        f"{canary.checks} checks: {counts}; latest {latest}"
+    )
 
 
 def trust_lines(name: str, trust: Trust) -> list[str]:

@@ -12,15 +12,16 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 
 from fp_monitor import __version__
-from fp_monitor.config.providers import Auth
-from fp_monitor.config.settings import ENV_REFERENCE, Target, expand
+from fp_monitor.config.providers import PRESETS, Auth
+from fp_monitor.config.settings import CANARY_TEMPERATURE, ENV_REFERENCE, Target, expand
+from fp_monitor.domain.canary import MAX_TOKEN_CHARS, CanaryMode, CanarySample, parse_top
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import (
     ABSENT,
@@ -120,8 +121,10 @@ def _tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
-def request_body(target: Target) -> dict[str, Any]:
-    """One short message, a one-token limit, no temperature, no n: accepted by every model."""
+def request_body(target: Target, canary: CanaryMode = CanaryMode.OFF) -> dict[str, Any]:
+    """One short message, a one-token limit, no temperature, no n: accepted by every model.
+    The canary asks for the first token's top logprobs, or samples it at a fixed temperature;
+    still one output token."""
     body: dict[str, Any] = {
         "model": target.model,
         "messages": [{"role": "user", "content": target.prompt}],
@@ -129,6 +132,12 @@ def request_body(target: Target) -> dict[str, Any]:
     }
     if target.provider == "azure":
         del body["model"]  # the deployment in the URL names the model
+    if canary is CanaryMode.LOGPROBS:
+        preset = PRESETS.get(target.provider)
+        body["logprobs"] = True
+        body["top_logprobs"] = preset.top_logprobs if preset and preset.top_logprobs else 20
+    elif canary is CanaryMode.SAMPLED:
+        body["temperature"] = CANARY_TEMPERATURE
     return {**body, **target.params}
 
 
@@ -144,12 +153,12 @@ def _request_headers(target: Target, key: str | None, custom: Mapping[str, str])
     return headers
 
 
-def request_shape(target: Target) -> str:
+def request_shape(target: Target, canary: CanaryMode = CanaryMode.OFF) -> str:
     """Hash of what fpmon sends (URL, body, header names): a change of fpmon's own probe is
     never mistaken for a backend change."""
     shape = {
         "url": target.endpoint,
-        "body": request_body(target),
+        "body": request_body(target, canary),
         "headers": sorted(_request_headers(target, "k", target.headers)),
     }
     canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
@@ -161,10 +170,11 @@ def probe(
     samples: Sequence[int] | None = None,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    canary: Sequence[CanaryMode] | None = None,
 ) -> list[list[Observation]]:
     """Probe every target, `samples[i]` requests for target i (default: its `samples`); one
-    list of observations per target."""
-    return asyncio.run(probe_async(targets, samples, concurrency=concurrency))
+    list of observations per target. `canary[i]`: target i's canary mode (default off)."""
+    return asyncio.run(probe_async(targets, samples, concurrency=concurrency, canary=canary))
 
 
 async def probe_async(
@@ -172,8 +182,10 @@ async def probe_async(
     samples: Sequence[int] | None = None,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    canary: Sequence[CanaryMode] | None = None,
 ) -> list[list[Observation]]:
     counts = samples if samples is not None else [t.samples for t in targets]
+    modes = canary if canary is not None else [CanaryMode.OFF] * len(targets)
     gate = asyncio.Semaphore(concurrency)
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     # Redirects are never followed, so a key can never travel to another origin.
@@ -181,14 +193,16 @@ async def probe_async(
         limits=limits, follow_redirects=False, trust_env=False, verify=_tls_context()
     ) as client:
         groups: list[Awaitable[list[Observation]]] = []
-        for target, count in zip(targets, counts, strict=True):
+        for target, count, mode in zip(targets, counts, modes, strict=True):
             headers = _headers_or_reason(target)
             if isinstance(headers, str):
                 # Nothing is sent, so there is one fact to record, not `count` failed samples.
                 groups.append(_not_probed(target, headers))
             else:
                 groups.append(
-                    asyncio.gather(*(_sample(client, gate, target, headers) for _ in range(count)))
+                    asyncio.gather(
+                        *(_sample(client, gate, target, headers, mode) for _ in range(count))
+                    )
                 )
         return [list(group) for group in await asyncio.gather(*groups)]
 
@@ -212,17 +226,38 @@ async def _not_probed(target: Target, reason: str) -> list[Observation]:
 
 
 async def _sample(
-    client: httpx2.AsyncClient, gate: asyncio.Semaphore, target: Target, headers: dict[str, str]
+    client: httpx2.AsyncClient,
+    gate: asyncio.Semaphore,
+    target: Target,
+    headers: dict[str, str],
+    canary: CanaryMode = CanaryMode.OFF,
+) -> Observation:
+    """One sample; never a failing sample because of the canary: a 400 to the logprob
+    parameters is asked again without them, and noted on the observation."""
+    observation = await _plain_sample(client, gate, target, headers, canary)
+    if canary is CanaryMode.LOGPROBS and observation.http_status == 400:
+        retried = await _plain_sample(client, gate, target, headers, CanaryMode.OFF)
+        if retried.ok:
+            return replace(retried, logprobs_rejected=True)
+    return observation
+
+
+async def _plain_sample(
+    client: httpx2.AsyncClient,
+    gate: asyncio.Semaphore,
+    target: Target,
+    headers: dict[str, str],
+    canary: CanaryMode,
 ) -> Observation:
     observed_at = datetime.now(UTC)
-    body = json.dumps(request_body(target)).encode()
+    body = json.dumps(request_body(target, canary)).encode()
     attempts = 0
     while True:
         attempts += 1
         async with gate:
             attempt = await _attempt(client, target, body, headers)
         if not attempt.retryable or attempts > target.retries:
-            return _observation(target, observed_at, attempts, attempt)
+            return _observation(target, observed_at, attempts, attempt, canary)
         await asyncio.sleep(retry_delay(attempt.headers, attempts))
 
 
@@ -393,7 +428,11 @@ def _seconds(value: str | None, *, scale: float) -> float | None:
 
 
 def _observation(
-    target: Target, observed_at: datetime, attempts: int, attempt: _Attempt
+    target: Target,
+    observed_at: datetime,
+    attempts: int,
+    attempt: _Attempt,
+    canary: CanaryMode = CanaryMode.OFF,
 ) -> Observation:
     common: dict[str, Any] = {
         "target": target.name,
@@ -403,7 +442,7 @@ def _observation(
         "observed_at": observed_at,
         "attempts": attempts,
         "latency_ms": attempt.latency_ms,
-        "request_shape": request_shape(target),
+        "request_shape": request_shape(target, canary),
         "http_status": attempt.status,
         "raw_response": attempt.body.decode("utf-8", "replace") if attempt.body else None,
         "site": target.site,
@@ -420,7 +459,25 @@ def _observation(
         outcome = {"error_kind": ErrorKind.BAD_RESPONSE, "error_message": parsed}
     else:
         outcome = parsed
+        if canary is not CanaryMode.OFF:
+            outcome["canary"] = canary_sample(attempt.body, parsed["fingerprint"])
     return noting_escapes(scrub(Observation(**common, **outcome)))
+
+
+def canary_sample(body: bytes, fingerprint: str) -> CanarySample:
+    """The canary data of a chat completion: the first token's top logprobs (empty when the
+    provider sent none, or anything but OpenAI's shape) and the answer, a first token."""
+    choice: Any = parse_json(body)["choices"]
+    choice = choice[0] if choice and isinstance(choice[0], dict) else {}
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    token = content[:MAX_TOKEN_CHARS] if isinstance(content, str) and content else None
+    top: tuple[tuple[str, float], ...] | None = ()
+    logprobs = choice.get("logprobs")
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(tokens, list) and tokens and isinstance(tokens[0], dict):
+        top = parse_top(tokens[0].get("top_logprobs"))
+    return CanarySample(fingerprint, top or (), token)
 
 
 def request_id(headers: httpx2.Headers) -> str | None:

@@ -13,12 +13,12 @@ from typing import Any
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
-    SEALED_COLUMNS,
     Checkpoint,
     CheckpointKind,
     Seal,
     SealedRow,
     row_hash,
+    sealed_columns,
 )
 from fp_monitor.store.connection import _errors
 from fp_monitor.store.facts import merge_known
@@ -97,7 +97,7 @@ class Audit(Recording):
 
     def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
         """(id, hash, how a message names it) of each row of a sealed table, in id order."""
-        columns = SEALED_COLUMNS[table]
+        columns = sealed_columns(table)
         with _errors(self.path):
             for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
                 row = dict(zip(columns, values, strict=True))

@@ -17,7 +17,12 @@ from fp_monitor.domain.models import Observation, Source, TargetResult
 from fp_monitor.domain.running_facts import RunningFacts
 from fp_monitor.store.connection import _errors
 from fp_monitor.store.history import History
-from fp_monitor.store.recording import CHECK_COLUMNS, check_values, count_known, known_samples
+from fp_monitor.store.recording import (
+    CHECK_INSERT,
+    check_values,
+    count_known,
+    known_samples,
+)
 from fp_monitor.store.rows import _marks, observation_row
 
 
@@ -60,7 +65,7 @@ def append_checks(history: History, checks: Sequence[PendingCheck], source: Sour
         # since nothing else writes until this transaction ends (write() holds the lock).
         (before,) = db.execute("SELECT coalesce(max(id), 0) FROM checks").fetchone()
         db.executemany(
-            f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({_marks(11)})",
+            CHECK_INSERT,
             [check_values(c.check_id, c.checked_at, c.result, source) for c in checks],
         )
         history._unsealed.extend(

@@ -221,5 +221,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "0014_latest_new_index",
         "CREATE INDEX checks_target_status_time ON checks (target, status, checked_at, id);",
     ),
+    (
+        # The canary (store/canary.py): each sample's top logprobs or sampled token (chained,
+        # exported), each check's verdict (sealed when not null), the target's learned
+        # signatures (one document, rewritten by each check) and what the provider refused
+        # (logprobs: auto falls back for good).
+        "0015_canary",
+        """
+        ALTER TABLE observations ADD COLUMN canary TEXT;
+        ALTER TABLE checks ADD COLUMN canary TEXT;
+        CREATE TABLE canary_signatures (
+            target TEXT NOT NULL PRIMARY KEY,
+            signatures TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE canary_refusals (
+            target TEXT NOT NULL,
+            refused TEXT NOT NULL,
+            first_at TEXT NOT NULL,
+            PRIMARY KEY (target, refused)
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

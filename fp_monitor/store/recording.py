@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from fp_monitor.domain.canary import verdict_column
 from fp_monitor.domain.chain import (
     GENESIS_HASH,
     RECORD_FIELDS,
-    SEALED_COLUMNS,
     CheckpointKind,
     Seal,
     SealedRow,
@@ -21,6 +21,7 @@ from fp_monitor.domain.chain import (
     chain_hash,
     row_hash,
     rows_digest,
+    sealed_columns,
 )
 from fp_monitor.domain.models import Observation, Source, TargetResult
 from fp_monitor.store.connection import _errors
@@ -80,7 +81,7 @@ class Recording(Facts):
 
     def _sealed_row(self, table: str, row_id: int) -> SealedRow:
         """A row as its seal lists it (the seal's id is given when it is written)."""
-        columns = SEALED_COLUMNS[table]
+        columns = sealed_columns(table)
         values = self._db.execute(
             f"SELECT {', '.join(columns)} FROM {table} WHERE id = ?", (row_id,)
         ).fetchone()
@@ -124,7 +125,7 @@ class Recording(Facts):
         with _errors(self.path):
             count_known(self._db, known_samples(result.name, observations), source)
             cursor = self._db.execute(
-                f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({_marks(11)}) RETURNING id",
+                CHECK_INSERT + " RETURNING id",
                 check_values(check_id, checked_at, result, source),
             )
             self._unsealed.append(("checks", _rowid(cursor)))
@@ -224,7 +225,10 @@ class Appended(Enum):
 
 CHECK_COLUMNS = (
     "check_id, target, checked_at, status, fingerprints, models, headers, samples, errors,"
-    " learning, source"
+    " learning, source, canary"
+)
+CHECK_INSERT = (
+    f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({_marks(CHECK_COLUMNS.count(',') + 1)})"
 )
 
 
@@ -245,6 +249,7 @@ def check_values(
         len(result.errors),
         None if result.learning is None else int(result.learning),
         source.value,
+        verdict_column(result.canary),
     )
 
 

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from fp_monitor.domain.canary import sample_column, sample_from_column
 from fp_monitor.domain.chain import Row
 from fp_monitor.domain.models import (
     ABSENT,
@@ -110,6 +111,9 @@ def observation_from_row(row: Row) -> Observation:
         error_message=row["error_message"],
         raw_response=row["raw_response"],
         tags=json.loads(row["tags"]),
+        canary=sample_from_column(
+            row["canary"], fingerprint_token(row["fingerprint"], row["fingerprint_state"])
+        ),
         site=row["site"],
     )
 
@@ -146,6 +150,7 @@ def observation_row(
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
         "tags": json.dumps(dict(obs.tags), sort_keys=True),
+        "canary": sample_column(obs.canary),
         "site": obs.site,
     }
 

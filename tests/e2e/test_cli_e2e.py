@@ -18,7 +18,7 @@ from fp_monitor.cli.app import app
 from fp_monitor.devtools.fake_api import FakeAPI
 from tests.conftest import Run
 
-STATUSES = ("error", "first", "new", "changed", "same", "learned")
+STATUSES = ("error", "first", "new", "changed", "same", "learned", "drift")
 COMMANDS = sorted(
     [
         c.name or (c.callback.__name__.replace("_", "-") if c.callback else "")
@@ -61,13 +61,22 @@ def test_demo_shows_learning_and_the_statuses_in_order_and_leaves_nothing_behind
     assert "\x1b" not in result.out
     table = rows(result.out)
     status_rows = [i for i, r in enumerate(table) if r[0] == "demo" and r[1] in STATUSES]
-    assert [table[i][1] for i in status_rows] == ["first", "learned", "same", "new", "changed"]
+    assert [table[i][1] for i in status_rows] == [
+        "first",
+        "learned",
+        "same",
+        "new",
+        "changed",
+        "drift",
+    ]
     explained = [line.split(":")[0] for line in result.out.splitlines() if line.startswith("-> ")]
-    assert explained == ["-> first", "-> learned", "-> same", "-> new", "-> changed"]
+    assert explained == ["-> first", "-> learned", "-> same", "-> new", "-> changed", "-> drift"]
     # the learning note when learning starts and when it ends, not at every check in between
     assert result.out.count("demo: learning its served set") == 1
     assert result.out.count("demo: learning is over") == 1
     assert result.out.index("demo: learning is over") < result.out.index("-> same")
+    behaviour = [r for r in table[status_rows[5] :] if r[:2] == ["demo", "behaviour"]]
+    assert len(behaviour) == 1 and "x the noise" in " ".join(behaviour[0])
     new_at, changed_at = status_rows[3], status_rows[4]
     diff = [r for r in table[new_at:changed_at] if r[:2] == ["demo", "fingerprint"]]
     assert len(diff) == 1

@@ -156,7 +156,7 @@ def test_fingerprints_without_signal_are_called_out(
     assert first.code == 0, first.err
     line = next(x for x in first.out.splitlines() if "no usable fingerprint" in x)
     assert line.startswith(f"local: this server sends no usable fingerprint: {reason}")
-    assert "watch its behaviour instead" in line
+    assert "the canary watches its behaviour" in line
     same = fpmon("check")  # said at the first check, where it explains what was found
     assert "no usable fingerprint" not in same.out
     (target,) = fpmon("check", "--json").json()["targets"]

@@ -11,7 +11,7 @@ from fp_monitor.devtools.fake_api import FakeAPI, ModelBehaviour, Rollout
 from tests.conftest import Run
 
 A, B, C, D = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc", "fp_dddddddddd"
-LEARN = {"learning": True, "samples": 3, "bootstrap_samples": 6}
+LEARN = {"learning": True, "samples": 3, "bootstrap_samples": 6, "learn_samples": 3}
 
 
 def target_json(run: Run) -> dict:
@@ -22,12 +22,12 @@ def target_json(run: Run) -> dict:
 def test_first_check_bootstraps_and_explicit_samples_win(
     fpmon: Callable[..., Run], fake: FakeAPI, write_config: Callable[..., Path]
 ) -> None:
-    write_config(fake.base_url, t={"model": "model-b", **LEARN})
+    write_config(fake.base_url, t={"model": "model-b", **LEARN, "learn_samples": 5})
     first = target_json(fpmon("check", "--json", "--no-record"))
     assert (first["status"], first["samples"]) == ("first", 6)
     assert len(fake.requests()) == 6  # --no-record bootstraps too
     assert target_json(fpmon("check", "--json"))["samples"] == 6
-    assert target_json(fpmon("check", "--json"))["samples"] == 3
+    assert target_json(fpmon("check", "--json"))["samples"] == 5  # learn_samples while learning
     explicit = fpmon("check", "--json", "--samples", "2", env={"FPMON_HISTORY": "other.db"})
     assert target_json(explicit)["samples"] == 2
 

@@ -4,6 +4,7 @@ advice to watch behaviour instead."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_every_preset_has_its_facts_and_they_agree() -> None:
 @pytest.mark.parametrize("name", ["together", "mistral", "anthropic", "gemini", "ollama"])
 def test_providers_without_a_usable_fingerprint(name: str) -> None:
     assert not realities(name).signal
-    assert "watch its behaviour instead" in realities(name).summary()
+    assert "the canary watches its behaviour" in realities(name).summary()
 
 
 def test_targets_says_what_each_fingerprint_is_worth(
@@ -66,18 +67,24 @@ def test_targets_says_what_each_fingerprint_is_worth(
     shown = fpmon("targets")
     assert shown.code == 0, shown.err
     lines = shown.out.splitlines()
-    column = {line.split()[0]: line.rstrip() for line in lines[2:] if line and line[0] != "─"}
-    assert column["gpt"].endswith("   sent")
-    assert column["llama"].endswith("   not sent (no signal)")
-    assert column["local"].endswith("   constant (no signal)")
-    assert column["qwen"].endswith("   sent")
-    assert column["own"].endswith("   undocumented")
+    # the last two columns: the fingerprint's worth, and the canary's mode and why
+    cells = {
+        line.split()[0]: re.split(r"\s{2,}", line.strip())[-2:]
+        for line in lines[2:]
+        if line and line[0] != "─"
+    }
+    assert cells["gpt"] == ["sent", "logprobs: the openai API returns the top 20 logprobs"]
+    assert cells["llama"][0] == "not sent (no signal)"
+    assert cells["local"][0] == "constant (no signal)"
+    assert cells["local"][1].startswith("logprobs: ")  # where the fingerprint says nothing
+    assert cells["qwen"][0] == "sent"
+    assert cells["own"][0] == "undocumented"
     assert "no usable fingerprint" not in shown.out  # the table alone on stdout
     notes = shown.err.splitlines()
     assert [note.split(":")[1].strip() for note in notes] == ["llama", "local"]
     assert all(note.startswith("note: ") for note in notes)
     assert "sends no system_fingerprint" in notes[0]
-    assert "always fp_ollama" in notes[1] and "watch its behaviour instead" in notes[1]
+    assert "always fp_ollama" in notes[1] and "the canary watches its behaviour" in notes[1]
 
     by_name = {t["name"]: t for t in fpmon("targets", "--json").json()["targets"]}
     assert by_name["qwen"]["provider_facts"] == {
@@ -102,7 +109,7 @@ def test_init_says_so_for_each_key_it_finds(fpmon: Callable[..., Run], isolated:
     assert "sends system_fingerprint (streams it on every chunk)" in said["openai"]
     assert "logprobs supported" in said["openai"]
     assert "sends no system_fingerprint" in said["mistral"]
-    assert "watch its behaviour instead" in said["mistral"]
+    assert "the canary watches its behaviour" in said["mistral"]
     assert "logprobs refused" in said["groq"]
     written = (isolated / "fpmon.toml").read_text()
     assert "# sends no system_fingerprint" in written  # the file says it where one decides

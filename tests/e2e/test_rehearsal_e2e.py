@@ -21,6 +21,7 @@ from tests.e2e.conftest import Spawn
 BODIES = {
     "/_fake/models/{name}": {"fingerprints": ["fp_1111111111"]},
     "/_fake/rotate": {"model": "grok-4", "fingerprints": ["fp_2222222222"]},
+    "/_fake/perturb": {"model": "grok-4", "configuration": 0, "size": 10.0},
     "/_fake/faults": [],
 }
 

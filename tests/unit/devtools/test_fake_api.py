@@ -642,6 +642,12 @@ def test_load_config_reads_the_documented_example(
         stream_delay=0.1,
         headers={"server": "fake/1"},
         rollouts=[Rollout("fp_cccccccccc", 0.2, after_requests=100)],
+        noise=0.02,
+        outliers=0.01,
+        outlier_scale=5.0,
+        numerics=0.1,
+        logprobs="supported",
+        perturbations={"0": 10.0},
     )
     configured = load_config(path)
     assert configured._models == {"gpt-4o": expected}

@@ -16,7 +16,7 @@ def row(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_record_without_a_site_keeps_the_hash_it_had_before_sites() -> None:
-    before_sites = row()  # what a history of schema 0012 or earlier reads back: no column
+    before_sites = row()  # what a history from before schema 0013 reads back: no column
     assert chain_hash(row(site=None)) == chain_hash(before_sites)
 
 

@@ -34,6 +34,8 @@ from fp_monitor.domain.models import (
 )
 
 DEFAULTS = LearningSettings()
+MIN_100 = LearningSettings(min_samples=100)
+"""The figures below are counted for 100 samples, the default before issue 16."""
 DAY = 86400.0
 AT = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
@@ -56,7 +58,12 @@ def state(
 
 def test_defaults_are_the_issue_s() -> None:
     expected = LearningSettings(
-        enabled=True, bootstrap_samples=20, min_samples=100, unseen=0.01, max_age=86400.0
+        enabled=True,
+        bootstrap_samples=20,
+        min_samples=250,
+        learning_samples=9,
+        unseen=0.01,
+        max_age=86400.0,
     )
     assert expected == DEFAULTS
 
@@ -67,6 +74,7 @@ def test_defaults_are_the_issue_s() -> None:
         {"bootstrap_samples": 0},
         {"bootstrap_samples": 1001},
         {"min_samples": -1},
+        {"learning_samples": 0},
         {"unseen": -0.1},
         {"unseen": 1.5},
         {"unseen": math.nan},
@@ -129,14 +137,14 @@ def test_a_new_target_is_learning() -> None:
 
 def test_end_needs_both_min_samples_and_a_low_estimate() -> None:
     # Enough samples and nothing seen once: ended.
-    assert not state({"fp_a": 80, "fp_b": 20}).learning
+    assert not state({"fp_a": 80, "fp_b": 20}, settings=MIN_100).learning
     # A low estimate on too few samples: still learning (a rare value is simply not seen yet).
-    assert state({"fp_a": 79, "fp_b": 20}).learning
+    assert state({"fp_a": 79, "fp_b": 20}, settings=MIN_100).learning
     assert unseen_estimate({"fp_a": 79, "fp_b": 20}) == 0.0
     # Enough samples but a singleton: 1/100 is not strictly below 0.01.
-    assert state({"fp_a": 79, "fp_b": 20, "fp_c": 1}).learning
+    assert state({"fp_a": 79, "fp_b": 20, "fp_c": 1}, settings=MIN_100).learning
     # One more sample brings 1/101 below 0.01: ended.
-    assert not state({"fp_a": 80, "fp_b": 20, "fp_c": 1}).learning
+    assert not state({"fp_a": 80, "fp_b": 20, "fp_c": 1}, settings=MIN_100).learning
 
 
 def test_the_unseen_threshold_is_strict() -> None:
@@ -166,14 +174,16 @@ def test_no_success_yet_is_not_timed_out() -> None:
 
 def test_ended_never_restarts_even_when_the_estimate_rises() -> None:
     converged = {"fp_a": 80, "fp_b": 20}
-    assert not state(converged).learning
+    assert not state(converged, settings=MIN_100).learning
     # A rare value appears afterwards: the estimate rises above the threshold again...
     later = {**converged, "fp_rare": 1, "fp_rarer": 1}
     assert unseen_estimate(later) == pytest.approx(2 / 102)
-    assert not estimate_converged(later, DEFAULTS)
+    assert not estimate_converged(later, MIN_100)
     # ...but learning ended at an earlier check and stays ended.
-    assert not state(later, ended=True).learning
-    assert state(later, ended=False).learning  # (what a restart would have looked like)
+    assert not state(later, ended=True, settings=MIN_100).learning
+    assert state(
+        later, ended=False, settings=MIN_100
+    ).learning  # (what a restart would have looked like)
 
 
 def test_disabled_is_never_learning() -> None:
@@ -201,6 +211,8 @@ def test_bootstrap_sample_count() -> None:
     settings = DEFAULTS
     assert n() == 20
     assert n(first_check=False) == 3
+    assert n(first_check=False, learning=True) == 9  # learn_samples while learning
+    assert n(first_check=False, learning=True, has_lock=True) == 3
     assert n(has_lock=True) == 3  # the lock decides: no learning, no bootstrap
     assert n(explicit=True) == 3  # an explicit --samples overrides bootstrap_samples
     settings = LearningSettings(enabled=False)
@@ -316,7 +328,7 @@ def test_learning_is_the_documented_formula(
     result = state(counts, age=age, ended=ended)
     samples = sum(counts.values())
     estimate = unseen_estimate(counts)
-    converged = samples >= 100 and estimate is not None and estimate < 0.01
+    converged = samples >= DEFAULTS.min_samples and estimate is not None and estimate < 0.01
     timed_out = age is not None and age >= DAY
     assert result.learning == (not ended and not converged and not timed_out)
     assert result.samples == samples

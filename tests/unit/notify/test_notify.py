@@ -173,6 +173,7 @@ def test_payload_contract() -> None:
         "history": str(HISTORY),
         "summary": data["summary"],
         "site": None,
+        "canary": None,  # the canary was off
     }
     assert data["summary"].startswith("grok new: ")
     json.dumps(data)  # serialisable as it is
@@ -342,7 +343,7 @@ def test_notifiers_load_with_their_defaults(cwd: Path) -> None:
     slack, pager, hook = config.notifiers
     assert slack == Webhook(
         name="slack",
-        on=frozenset({Event.NEW, Event.ERROR, Event.RECOVERED}),
+        on=frozenset({Event.NEW, Event.DRIFT, Event.ERROR, Event.RECOVERED}),
         targets=None,
         timeout=10.0,
         url="${SLACK_WEBHOOK_URL}",

@@ -209,6 +209,7 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("hash", "TEXT", 1, None, 0),
         ("tags", "TEXT", 1, "'{}'", 0),
         ("site", "TEXT", 0, None, 0),
+        ("canary", "TEXT", 0, None, 0),
     ],
     "checks": [
         ("id", "INTEGER", 0, None, 1),
@@ -223,6 +224,7 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("errors", "INTEGER", 1, None, 0),
         ("learning", "INTEGER", 0, None, 0),
         ("source", "TEXT", 1, "'probe'", 0),
+        ("canary", "TEXT", 0, None, 0),
     ],
     "known_values": [
         ("target", "TEXT", 1, None, 1),
@@ -276,6 +278,16 @@ EXPECTED_SCHEMA: dict[str, list[tuple[str, str, int, str | None, int]]] = {
         ("row_hash", "TEXT", 1, None, 0),
         ("checked_at", "TEXT", 0, None, 0),
         ("after_id", "INTEGER", 0, None, 0),
+    ],
+    "canary_signatures": [
+        ("target", "TEXT", 1, None, 1),
+        ("signatures", "TEXT", 1, None, 0),
+        ("updated_at", "TEXT", 1, None, 0),
+    ],
+    "canary_refusals": [
+        ("target", "TEXT", 1, None, 1),
+        ("refused", "TEXT", 1, None, 2),
+        ("first_at", "TEXT", 1, None, 0),
     ],
 }
 EXPECTED_INDEXES = {

@@ -59,7 +59,8 @@ def traffic(
 def sequence() -> list[Observation]:
     """Every status traffic can get, in an order a batch of spans can have: a first value, the
     same, changes (of a header too), the four fingerprint states, errors, values learned while
-    learning and, once learning has ended (after 100 samples without a value seen once), `new`
+    learning and, once learning has ended (after the default learn_min_samples without a value
+    seen once), `new`
     values and a new model. Some spans are earlier than the ones before them, or at the same
     moment: spans come out of order."""
     seen: list[Observation] = [
@@ -72,7 +73,11 @@ def sequence() -> list[Observation]:
         traffic(ABSENT, 5),
         traffic(None, 6, error=True),
     ]
-    seen += [traffic(("fp_a", "fp_b", "", NULL, ABSENT)[n % 5], 10 + n) for n in range(100)]
+    ending = LearningSettings().min_samples
+    seen += [
+        traffic(("fp_a", "fp_b", "", NULL, ABSENT)[n % 5], 10 + n * 100 / ending)
+        for n in range(ending)
+    ]
     seen += [
         traffic("fp_c", 200),
         traffic("fp_a", 199),

@@ -518,7 +518,7 @@ def test_a_history_of_the_earlier_schema_migrates_and_verifies(path: Path) -> No
         previous = GENESIS_HASH
         for n in range(3):  # what append_check wrote under schema 2
             row = observation_row(f"c{n}", obs("fp_a", at=T0 + n * DAY), previous)
-            del row["tags"], row["site"]  # schema 2 had no tags or site column
+            del row["tags"], row["site"], row["canary"]  # schema 2 had none of these
             row["hash"] = previous = chain_hash(row)
             db.execute(
                 f"INSERT INTO observations ({', '.join(row)}) VALUES "
