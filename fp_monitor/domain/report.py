@@ -64,7 +64,8 @@ class BandKind(StrEnum):
     FINGERPRINT = "fingerprint"
     MODEL = "model"
     SIGNATURE = "signature"
-    """A behaviour signature of the canary, where the history has them."""
+    """A behaviour signature of the canary, where the history has them; its counts are the
+    checks that matched it (a check's verdict lists its signatures, not each sample's)."""
     ERROR = "error"
     """Failed samples of one error kind."""
 

@@ -275,7 +275,10 @@ def _timeline(buckets: Buckets, index: int, t: TargetReport) -> str:
                     _value(band.value) + (" (lock)" if band.locked else ""),
                     _e(_edge(buckets, run.first)),
                     _e(_edge(buckets, run.last + 1)),
-                    str(run.samples),
+                    # A signature band counts the checks that matched it (report_queries).
+                    plural(run.samples, "check")
+                    if band.kind is BandKind.SIGNATURE
+                    else str(run.samples),
                 )
             )
         if len(runs) > RUN_LIMIT:

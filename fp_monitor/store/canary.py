@@ -31,14 +31,9 @@ LOGPROBS = "logprobs"
 """What `canary_refusals.refused` holds for a 400 to `logprobs` / `top_logprobs`."""
 
 
-def _rows(history: History, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    with _errors(history.path):
-        return history._db.execute(sql, params).fetchall()
-
-
 def canary_signatures(history: History, target: str) -> tuple[Signature, ...]:
     """The target's learned behaviour signatures (unconfirmed candidates included)."""
-    rows = _rows(history, "SELECT signatures FROM canary_signatures WHERE target = ?", (target,))
+    rows = history.fetch_all("SELECT signatures FROM canary_signatures WHERE target = ?", (target,))
     if not rows:
         return ()
     return tuple(signature_from_data(item) for item in json.loads(rows[0][0]))
@@ -71,8 +66,7 @@ def save_canary(
 
 def logprobs_refused(history: History, target: str) -> datetime | None:
     """When the provider first answered 400 to the logprob parameters for `target`."""
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         "SELECT first_at FROM canary_refusals WHERE target = ? AND refused = ?",
         (target, LOGPROBS),
     )
@@ -81,8 +75,7 @@ def logprobs_refused(history: History, target: str) -> datetime | None:
 
 def canary_recent(history: History, target: str, limit: int) -> list[CanarySample]:
     """The target's latest probe samples with canary data, oldest first."""
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         "SELECT canary, fingerprint, fingerprint_state FROM observations"
         " WHERE target = ? AND source = 'probe' AND canary IS NOT NULL"
         " ORDER BY id DESC LIMIT ?",
@@ -100,8 +93,7 @@ def canary_verdicts(
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """The canary verdicts of the target's checks in `window`, oldest first."""
     where, params = _window("checked_at", window)
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         f"SELECT checked_at, canary FROM checks WHERE target = ?{where}"
         " AND canary IS NOT NULL ORDER BY checked_at, id",
         (target, *params),
@@ -112,8 +104,7 @@ def canary_verdicts(
 def with_canary_state(history: History, target: str) -> TargetState:
     """`history.state(target)` with the canary's distance of its latest probe check that
     judged behaviour (what the metrics show)."""
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         "SELECT canary FROM checks WHERE target = ? AND source = 'probe'"
         " AND canary IS NOT NULL ORDER BY id DESC LIMIT 1",
         (target,),

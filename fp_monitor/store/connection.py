@@ -40,6 +40,13 @@ class Connected:
         self._pruned_before: str | None = None
         self._trimmed_hash: str | None = None
 
+    def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query, for the store's reading modules (report, canary, sites):
+        through this connection and its error mapping, so that a locked or corrupt history is
+        one line and exit 4, as for every other reading command."""
+        with _errors(self.path):
+            return self._db.execute(sql, params).fetchall()
+
     def close(self) -> None:
         self._db.close()
 

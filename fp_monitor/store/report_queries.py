@@ -16,7 +16,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from fp_monitor.domain.models import (
     CHANGE_STATUSES,
@@ -35,7 +34,7 @@ from fp_monitor.domain.report import (
     ServedSets,
     check_diff,
 )
-from fp_monitor.store.connection import _errors
+from fp_monitor.store.canary import canary_verdicts
 from fp_monitor.store.history import History
 from fp_monitor.store.rows import _window, parse_timestamp
 
@@ -43,18 +42,10 @@ _CHANGE_STATUSES = tuple(status.value for status in CHANGE_STATUSES)
 _IN_CHANGE_STATUSES = f"status IN ({', '.join('?' for _ in _CHANGE_STATUSES)})"
 
 
-def _rows(history: History, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    # The report reads through the History's own connection and error mapping (a locked or
-    # corrupt file is one line and exit 4, as for every other reading command).
-    with _errors(history.path):
-        return history._db.execute(sql, params).fetchall()
-
-
 def first_observed(history: History, target: str, window: Window) -> datetime | None:
     """The time of the target's first observation in `window`."""
     where, params = _window("observed_at", window)
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         f"SELECT min(observed_at) FROM observations WHERE target = ?{where}",
         (target, *params),
     )
@@ -75,8 +66,7 @@ def sample_counts(
     failed samples of each error kind. Bands come by kind, then in order of appearance."""
     where, params = _window("observed_at", window)
     start = int(buckets.start.timestamp())
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         f"SELECT ({history.epoch_seconds('observed_at')} - ?) / ? AS bucket, fingerprint,"
         " fingerprint_state, resolved_model, error_kind, count(*)"
         f" FROM observations{history.index_hint('observations_report')}"
@@ -105,6 +95,9 @@ def sample_counts(
             add(BandKind.FINGERPRINT, token, index, count)
         if model is not None:
             add(BandKind.MODEL, model, index, count)
+    for bucket, signatures in _signature_matches(history, target, window, buckets):
+        for signature in signatures:
+            add(BandKind.SIGNATURE, signature, bucket, 1)
     kinds = list(BandKind)
     ordered = sorted(
         counts.items(),
@@ -119,6 +112,21 @@ def sample_counts(
     )
 
 
+def _signature_matches(
+    history: History, target: str, window: Window, buckets: Buckets
+) -> list[tuple[int, list[str]]]:
+    """(bucket, the behaviour signatures the check matched) of each check the canary judged:
+    the history keeps a check's verdict, not which signature each sample matched, so a
+    signature band counts checks, not samples."""
+    found = []
+    for checked_at, verdict in canary_verdicts(history, target, window):
+        bucket = int((checked_at - buckets.start).total_seconds()) // buckets.size
+        signatures = verdict.get("signatures")
+        if isinstance(signatures, list):
+            found.append((min(max(bucket, 0), buckets.count - 1), [str(s) for s in signatures]))
+    return found
+
+
 def _first(counts: list[int]) -> int:
     return next(i for i, count in enumerate(counts) if count)
 
@@ -128,6 +136,8 @@ def _locked(kind: BandKind, value: str, lock: LockEntry | None) -> bool:
         return False
     if kind is BandKind.FINGERPRINT:
         return value in lock.fingerprints
+    if kind is BandKind.SIGNATURE:
+        return any(signature.id == value for signature in lock.canary or ())
     return kind is BandKind.MODEL and value in lock.models
 
 
@@ -146,15 +156,13 @@ def check_counts(history: History, target: str, window: Window) -> CheckCounts:
     """The target's checks in `window`: how many, how many succeeded, the `new` ones, the
     status of the latest and the time of the latest change."""
     where, params = _window("checked_at", window)
-    per_status = _rows(
-        history,
+    per_status = history.fetch_all(
         "SELECT status, count(*), max(checked_at)"
         f" FROM checks{history.index_hint('checks_report')} WHERE target = ?{where}"
         " GROUP BY status",
         (target, *params),
     )
-    latest = _rows(
-        history,
+    latest = history.fetch_all(
         f"SELECT status FROM checks WHERE target = ?{where} ORDER BY checked_at DESC, id DESC"
         " LIMIT 1",
         (target, *params),
@@ -185,16 +193,14 @@ def change_events(
         f" WHERE target = ? AND {_IN_CHANGE_STATUSES}{where}"
         " ORDER BY checked_at DESC, id DESC LIMIT ?"
     )
-    rows = _rows(
-        history,
+    rows = history.fetch_all(
         "SELECT id, checked_at, status, source, fingerprints, models, headers FROM checks"
         f" WHERE id IN ({newest}) ORDER BY checked_at DESC, id DESC",
         (target, *_CHANGE_STATUSES, *params, limit),
     )
     first_seen = {
         (field, value): parse_timestamp(at)
-        for field, value, at in _rows(
-            history,
+        for field, value, at in history.fetch_all(
             "SELECT field, value, first_seen FROM known_values WHERE target = ?",
             (target,),
         )
@@ -227,8 +233,8 @@ def _previous(
         " ORDER BY checked_at DESC, id DESC LIMIT 1"
     )
     order = (checked_at, checked_at, id_)
-    row = _rows(history, earlier.format(" AND source = ?"), (target, source.value, *order)) or (
-        _rows(history, earlier.format(""), (target, *order))
+    row = history.fetch_all(earlier.format(" AND source = ?"), (target, source.value, *order)) or (
+        history.fetch_all(earlier.format(""), (target, *order))
     )
     return _served(*row[0]) if row else None
 
@@ -245,16 +251,14 @@ def _served(fingerprints: str | None, models: str | None, headers: str | None) -
 def learning_phase(history: History, target: str) -> LearningPhase | None:
     """From the target's first check that left it learning to the first later check that did
     not (learning ended, or a lock entry took over); None when it never learned."""
-    started = _rows(
-        history,
+    started = history.fetch_all(
         "SELECT id, checked_at FROM checks WHERE target = ? AND learning = 1 ORDER BY id LIMIT 1",
         (target,),
     )
     if not started:
         return None
     start_id, start = started[0]
-    ended = _rows(
-        history,
+    ended = history.fetch_all(
         "SELECT checked_at FROM checks WHERE target = ? AND id > ?"
         " AND (learning IS NULL OR learning = 0) ORDER BY id LIMIT 1",
         (target, start_id),

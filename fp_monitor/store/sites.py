@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fp_monitor.store.connection import _errors
 from fp_monitor.store.history import History
 
 
@@ -13,11 +12,9 @@ def samples_by_site(history: History, targets: Iterable[str]) -> dict[tuple[str,
     """(target, site) -> observations recorded, over the whole history; site None: records
     made before observations had a site. Counted from the (target, site) index alone."""
     counts: dict[tuple[str, str | None], int] = {}
-    with _errors(history.path):
-        for target in targets:
-            for site, count in history._db.execute(
-                "SELECT site, count(*) FROM observations WHERE target = ? GROUP BY site",
-                (target,),
-            ):
-                counts[(target, site)] = count
+    for target in targets:
+        for site, count in history.fetch_all(
+            "SELECT site, count(*) FROM observations WHERE target = ? GROUP BY site", (target,)
+        ):
+            counts[(target, site)] = count
     return counts

@@ -6,6 +6,7 @@ falls back, notifications, `fpmon targets`, and every sample's logprobs in histo
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -304,3 +305,23 @@ def test_drift_in_junit_markdown_metrics_and_stats(
     figures = fpmon("stats", "--json").json()["targets"][0]["canary"]
     assert figures["mode"] == "logprobs" and figures["statuses"]["drift"] == 1
     assert figures["latest"] == "drift" and figures["known_signatures"] >= 3
+
+
+def test_the_report_draws_a_band_per_behaviour_signature(
+    fpmon: Callable[..., Run], behaving: FakeAPI, isolated: Path
+) -> None:
+    """The report's timeline has a signature band for each behaviour the canary matched,
+    counted in checks, and the drifted one among them."""
+    configure(isolated, behaving.base_url)
+    learn(fpmon)
+    behaving.perturb(MODEL, 0, 30)
+    behaving.perturb(MODEL, 1, 30)
+    drifted = target_of(check(fpmon))["canary"]["drifted"]
+    assert fpmon("report", "--output", "report.html").code == 0
+    page = (isolated / "report.html").read_text()
+    rows = re.findall(
+        r"<tr><td>signature</td><td>(.*?)</td>.*?<td class=\"num\">(\d+) checks?</td></tr>", page
+    )
+    assert rows, page[:2000]
+    assert any(drifted in value for value, _ in rows)
+    assert "one band per fingerprint, model, signature" in page
