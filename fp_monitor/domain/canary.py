@@ -56,7 +56,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -795,10 +795,14 @@ def sample_from_column(text: str | None, fingerprint: str | None) -> CanarySampl
     return sample_from_data(json.loads(text), fingerprint)
 
 
-def parse_top(value: object, limit: int = 64) -> tuple[tuple[str, float], ...] | None:
+def parse_top(
+    value: object, limit: int = 64, clean: Callable[[str], str] = str
+) -> tuple[tuple[str, float], ...] | None:
     """[[token, logprob], ...] or [{"token": .., "logprob": ..}, ...] (OpenAI's shape) -> a
     top list, most likely first; None when it is not one: every logprob must be a finite
-    number at most 0 (a little above, for rounding) and every token a string."""
+    number at most 0 (a little above, for rounding) and every token a string. `clean` runs on
+    each token before it is cut to MAX_TOKEN_CHARS: the probe's redaction, which must see a
+    key whole (cut first, the part of a key before the cut would survive it)."""
     if not isinstance(value, list) or len(value) > limit:
         return None
     found: dict[str, float] = {}
@@ -813,7 +817,7 @@ def parse_top(value: object, limit: int = 64) -> tuple[tuple[str, float], ...] |
             return None
         if not isinstance(logprob, int | float) or not -1e4 <= logprob <= 1e-3:
             return None
-        found.setdefault(token[:MAX_TOKEN_CHARS], float(logprob))
+        found.setdefault(clean(token)[:MAX_TOKEN_CHARS], float(logprob))
     return tuple(sorted(found.items(), key=lambda kv: -kv[1]))
 
 

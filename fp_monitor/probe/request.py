@@ -30,7 +30,7 @@ from fp_monitor.domain.models import (
     Observation,
     Usage,
 )
-from fp_monitor.net.redact import register, scrub
+from fp_monitor.net.redact import redact, register, scrub
 from fp_monitor.net.untrusted import noting_escapes, parse_json
 from fp_monitor.net.urls import in_clear
 
@@ -471,12 +471,13 @@ def canary_sample(body: bytes, fingerprint: str) -> CanarySample:
     choice = choice[0] if choice and isinstance(choice[0], dict) else {}
     message = choice.get("message")
     content = message.get("content") if isinstance(message, dict) else None
-    token = content[:MAX_TOKEN_CHARS] if isinstance(content, str) and content else None
+    # Redacted before the cut (`scrub` redacts again, too late for a key across the cut).
+    token = redact(content)[:MAX_TOKEN_CHARS] if isinstance(content, str) and content else None
     top: tuple[tuple[str, float], ...] | None = ()
     logprobs = choice.get("logprobs")
     tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
     if isinstance(tokens, list) and tokens and isinstance(tokens[0], dict):
-        top = parse_top(tokens[0].get("top_logprobs"))
+        top = parse_top(tokens[0].get("top_logprobs"), clean=redact)
     return CanarySample(fingerprint, top or (), token)
 
 

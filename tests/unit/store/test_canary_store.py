@@ -40,7 +40,8 @@ from fp_monitor.domain.models import (
     TargetResult,
     Window,
 )
-from fp_monitor.net.redact import scrub
+from fp_monitor.net import redact as redact_module
+from fp_monitor.net.redact import register, scrub
 from fp_monitor.probe.request import canary_sample
 from fp_monitor.store.canary import (
     canary_recent,
@@ -93,6 +94,19 @@ def test_a_hostile_top_list_is_no_top_list(value: object) -> None:
 def test_a_top_list_is_sorted_and_long_tokens_are_cut() -> None:
     top = parse_top([{"token": "b", "logprob": -2}, {"token": "x" * 500, "logprob": -0.5}])
     assert top == (("x" * 100, -0.5), ("b", -2.0))
+
+
+def test_a_key_across_the_token_cut_is_hidden_before_the_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redact_module, "_registered", set())
+    key = "gw/CANARY+" + "0123456789abcdef" * 2  # not key-shaped: only registration hides it
+    register(key)
+    token = "x" * 90 + key
+    first = {"token": token, "logprob": -0.1, "top_logprobs": [{"token": token, "logprob": -0.1}]}
+    body = {"choices": [{"message": {"content": token}, "logprobs": {"content": [first]}}]}
+    got = canary_sample(json.dumps(body).encode(), "fp_a")
+    assert got == CanarySample("fp_a", (("x" * 90 + "***", -0.1),), "x" * 90 + "***")
 
 
 def test_the_probe_reads_logprobs_and_ignores_anything_else() -> None:
