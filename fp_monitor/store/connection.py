@@ -35,7 +35,7 @@ class Connected:
         self._db = connection
         self.path = path
         # What the write transaction under way leaves for its seal (see _seal).
-        self._unsealed: list[tuple[str, int]] = []
+        self._unsealed: list[SealedRow] = []
         self._relisted: list[SealedRow] = []
         self._pruned_before: str | None = None
         self._trimmed_hash: str | None = None

@@ -111,8 +111,10 @@ class History(Audit, Reads):
                 if name == "0009_known_baseline":
                     self._keep_unchained_known()
                 if name == "0010_seals":  # the seal at the end of this transaction
+                    # The columns sealed then: later ones are null in the rows written before
+                    # them, which hash as rows without them.
                     self._unsealed = [
-                        (table, row_id)
+                        self._sealed_row(table, row_id, SEALED_COLUMNS[table])
                         for table in SEALED_COLUMNS
                         for (row_id,) in self._db.execute(f"SELECT id FROM {table} ORDER BY id")
                     ]

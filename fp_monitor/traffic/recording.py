@@ -85,9 +85,9 @@ from fp_monitor.probe.request import (
     request_id,
     status_error_kind,
 )
-from fp_monitor.store.batch import PendingCheck, append_checks, running_facts
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import read_lock
+from fp_monitor.store.recording import PendingCheck
 
 logger = logging.getLogger(__name__)
 
@@ -604,14 +604,14 @@ class Recorder:
         news = []
         checks = []
         with history.write():
-            running = running_facts(history, self.target, Source.TRAFFIC)
+            running = history.running_facts(self.target, Source.TRAFFIC)
             for observation in observations:
                 result = self._detect(running.facts, observation, entry)
                 check_id, at = uuid.uuid4().hex, observation.observed_at
                 checks.append(PendingCheck(check_id, at, result, (observation,)))
                 news += traffic_events(result, check_id, at, history.path, self.site)
                 running = running.after(result, [observation], at)
-            append_checks(history, checks, Source.TRAFFIC)
+            history.append_checks(checks, Source.TRAFFIC)
         return news
 
     def _notify(self, news: list[Notification]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from fp_monitor.audit import verify_history
 from fp_monitor.check import detect_target
 from fp_monitor.config.history_url import history_location
+from fp_monitor.domain.canary import CanaryMode, CanaryStatus, CanaryVerdict
+from fp_monitor.domain.errors import ChainBroken
 from fp_monitor.domain.learning import LearningSettings
 from fp_monitor.domain.models import (
     ABSENT,
@@ -28,11 +31,11 @@ from fp_monitor.domain.models import (
     Status,
 )
 from fp_monitor.notify.events import Notification
-from fp_monitor.store.batch import PendingCheck, append_checks, running_facts
 from fp_monitor.store.history import History
 from fp_monitor.store.lockfile import write_lock
+from fp_monitor.store.recording import PendingCheck
 from fp_monitor.traffic.recording import Recorder
-from tests.conftest import postgres_database, stored_rows
+from tests.conftest import edit_stored, postgres_database, stored_rows
 from tests.unit.store.test_history import T0, obs
 
 TARGET = "app"
@@ -113,7 +116,7 @@ def test_running_facts_are_the_facts_the_history_gives_after_each_check(
             history.append_check("probe", probe.observed_at, result, [probe], Source.PROBE)
         statuses = []
         with history.write():
-            running = running_facts(history, TARGET, Source.TRAFFIC)
+            running = history.running_facts(TARGET, Source.TRAFFIC)
             assert not running.own_previous
             for n, observation in enumerate(sequence()):
                 at = observation.observed_at
@@ -126,8 +129,8 @@ def test_running_facts_are_the_facts_the_history_gives_after_each_check(
                     entry=None,
                     checked_at=at,
                 )
-                append_checks(
-                    history, [PendingCheck(f"c{n}", at, result, (observation,))], Source.TRAFFIC
+                history.append_checks(
+                    [PendingCheck(f"c{n}", at, result, (observation,))], Source.TRAFFIC
                 )
                 running = running.after(result, [observation], at)
                 assert running.facts == history.facts(TARGET, kind=Source.TRAFFIC), n
@@ -211,3 +214,43 @@ def test_a_batch_records_what_one_response_at_a_time_records(
         assert statuses.count("new") == 4  # fp_c, m-2, fp_d, fp_e: once recorded, known
         assert statuses.count("learned") == 4  # fp_b, "", <null>, <absent>
         assert events == ["learned"] * 4 + ["new"] * 4
+
+
+def test_the_seal_lists_each_check_row_as_it_reads_back(history_url: str) -> None:
+    """The seal hashes each check row from the values just written, not read back: the hash is
+    the one of the row as stored (a canary verdict, a later sealed column, included), verify
+    passes, and a check row edited afterwards fails it."""
+    settings = LearningSettings()
+    verdict = CanaryVerdict(
+        CanaryMode.LOGPROBS, CanaryStatus.DRIFT, ("a",), ("b",), 0.1, 0.2, 0.3, 3
+    )
+    location = history_location(history_url, "test")
+    with History.open(location) as history:
+        with history.write():
+            running = history.running_facts(TARGET, Source.TRAFFIC)
+            checks = []
+            for n, observation in enumerate(sequence()):
+                at = observation.observed_at
+                result = detect_target(
+                    TARGET,
+                    [observation],
+                    running.facts,
+                    settings=settings,
+                    expect=frozenset(),
+                    entry=None,
+                    checked_at=at,
+                )
+                if n == 3:
+                    result = replace(result, canary=verdict)
+                checks.append(PendingCheck(f"c{n}", at, result, (observation,)))
+                running = running.after(result, [observation], at)
+            history.append_checks(checks, Source.TRAFFIC)
+            listed = list(history._unsealed)
+            read_back = [history._sealed_row("checks", row.row_id) for row in listed]
+        assert listed == read_back
+        assert len(listed) == len(checks)
+    assert stored_rows(history_url, "SELECT canary FROM checks WHERE check_id = 'c3'") != [(None,)]
+    verify_history(location)
+    edit_stored(history_url, "UPDATE checks SET status = 'same' WHERE check_id = 'c5'")
+    with pytest.raises(ChainBroken, match="check"):
+        verify_history(location)

@@ -325,7 +325,7 @@ def sealed_at_the_end(path: Path) -> None:
     """The bridge listed in a seal appended by fpmon's own code, as the next write would."""
     checkpoint = bridged_deletion(path)
     with History.open(path) as history, history.write():
-        history._unsealed.append(("chain_checkpoints", checkpoint))
+        history._unsealed.append(history._sealed_row("chain_checkpoints", checkpoint))
 
 
 def baseline_forged(path: Path) -> None:
