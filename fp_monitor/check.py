@@ -14,7 +14,7 @@ from fp_monitor.domain.canary import CONFIRM, CONFIRM_ROUNDS, WINDOW, CanaryMode
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.drift import CanaryContext, judge_check, with_verdict
 from fp_monitor.domain.errors import ConfigError, ExitCode, most_severe
-from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar, with_parts
+from fp_monitor.domain.fingerprints import BUILTIN_GRAMMARS, Grammar, explained
 from fp_monitor.domain.learning import (
     LearningSettings,
     LearningState,
@@ -277,13 +277,14 @@ def detect_target(
     )
     after = _learning(settings, facts, entry, checked_at, before, observations)
     learns = settings.enabled and entry is None
-    learned = replace(
+    # One replace for all of it: this runs once per recorded response.
+    return replace(
         result,
         learning=after.learning if learns else None,
         unseen_estimate=after.unseen_estimate,
         learning_ended=learns and before.learning and not after.learning,
+        changes=explained(result.changes, grammars),
     )
-    return with_parts(learned, grammars)
 
 
 def _learning(
@@ -296,8 +297,11 @@ def _learning(
 ) -> LearningState:
     """The learning state before the check, or after it when given the state before and the
     check's observations."""
-    counts = Counter(facts.fingerprint_counts)
-    counts.update(o.fingerprint for o in observations if o.ok and o.fingerprint is not None)
+    counts: Mapping[str, int] = facts.fingerprint_counts
+    fresh = [o.fingerprint for o in observations if o.ok and o.fingerprint is not None]
+    if fresh:  # else the facts' counts as they are: no copy, once per recorded response
+        counts = Counter(counts)
+        counts.update(fresh)
     first_success = facts.first_success_at
     if first_success is None and any(o.ok for o in observations):
         first_success = now

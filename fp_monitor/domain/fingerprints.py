@@ -10,6 +10,7 @@ detection decides.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from fp_monitor.domain.models import ABSENT, NULL
 from fp_monitor.domain.text import clean, shorten
 
 if TYPE_CHECKING:
-    from fp_monitor.domain.models import Change, TargetResult
+    from fp_monitor.domain.models import Change
 
 DECODE_LIMIT = 256
 """Longer values are not decoded: no real fingerprint is that long, and a team's own pattern
@@ -92,6 +93,11 @@ class Grammar:
             for group in groups
         )
         return cls(name, compiled, parts)
+
+    def __hash__(self) -> int:
+        # The name and pattern decide the parts: hashing those too made a lookup keyed by
+        # the grammars (_known_diff_parts, once per recorded response) cost more than it saved.
+        return hash((self.name, self.pattern))
 
 
 @dataclass(frozen=True)
@@ -221,18 +227,25 @@ def _values(found: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(sorted({v for v in found if v is not None}))
 
 
-def with_parts(result: TargetResult, grammars: Sequence[Grammar]) -> TargetResult:
-    """`result` with each fingerprint change explained by its parts, where they decode."""
-    if not result.changes:
-        return result
-    return replace(result, changes=tuple(_explained(c, grammars) for c in result.changes))
+def explained(changes: tuple[Change, ...], grammars: Sequence[Grammar]) -> tuple[Change, ...]:
+    """`changes`, each fingerprint change explained by its parts where they decode."""
+    return tuple(_explained(c, tuple(grammars)) for c in changes)
 
 
-def _explained(change: Change, grammars: Sequence[Grammar]) -> Change:
+def _explained(change: Change, grammars: tuple[Grammar, ...]) -> Change:
     if change.field != "fingerprint":
         return change
-    parts = diff_parts(change.before, change.now, grammars)
+    parts = _known_diff_parts(change.before, change.now, grammars)
     return change if parts is None else replace(change, parts=parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _known_diff_parts(
+    before: tuple[str, ...], now: tuple[str, ...], grammars: tuple[Grammar, ...]
+) -> PartsDiff | None:
+    """diff_parts, remembered: recorded traffic meets the same few changes (a backend's values
+    taking turns) once per response. Bounded: the values are a server's, any number of them."""
+    return diff_parts(before, now, grammars)
 
 
 # --- grouping what is served ----------------------------------------------------------------
