@@ -20,6 +20,7 @@ from fp_monitor.domain.learning import (
     LearningState,
     learning_state,
     samples_for_check,
+    unseen_estimate,
 )
 from fp_monitor.domain.models import (
     ALL_SOURCES,
@@ -285,6 +286,92 @@ def detect_target(
         learning_ended=learns and before.learning and not after.learning,
         changes=explained(result.changes, grammars),
     )
+
+
+class ResponseDetection:
+    """detect_target for one target's recorded responses, each its own check against the facts
+    the ones before it left (domain.running_facts): the same results, at a fraction of the cost
+    once learning is over. A successful response whose values are all known gets the result
+    of the last one with the same values, headers, previous check and known sets, with its own
+    latency and unseen estimate: nothing else of the result depends on the response or on the
+    facts that change from one response to the next (the counts, the times, the latest `new`
+    only decide learning, which is over, and the news of values that are not known)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: LearningSettings,
+        expect: frozenset[str],
+        entry: LockEntry | None,
+        remind: float | None,
+        grammars: Sequence[Grammar],
+    ) -> None:
+        self._name = name
+        self._settings = settings
+        self._expect = expect
+        self._entry = entry
+        self._remind = remind
+        self._grammars = grammars
+        self._learns = settings.enabled and entry is None
+        self._lock_known = (entry.fingerprints, entry.models) if entry is not None else None
+        self._seen: dict[tuple[object, ...], TargetResult] = {}
+
+    def __call__(self, observation: Observation, facts: TargetFacts) -> TargetResult:
+        key = self._key(observation, facts)
+        seen = self._seen.get(key) if key is not None else None
+        if seen is None:
+            result = detect_target(
+                self._name,
+                [observation],
+                facts,
+                settings=self._settings,
+                expect=self._expect,
+                entry=self._entry,
+                checked_at=observation.observed_at,
+                remind=self._remind,
+                grammars=self._grammars,
+            )
+            if key is not None:
+                if len(self._seen) >= _SEEN_LIMIT:
+                    self._seen.clear()
+                self._seen[key] = result
+            return result
+        counts = dict(facts.fingerprint_counts)
+        if observation.fingerprint is not None:
+            counts[observation.fingerprint] = counts.get(observation.fingerprint, 0) + 1
+        return replace(
+            seen,
+            latency_ms=observation.latency_ms,
+            unseen_estimate=unseen_estimate(counts),
+        )
+
+    def _key(self, observation: Observation, facts: TargetFacts) -> tuple[object, ...] | None:
+        """What the result depends on besides the latency and the counts; None when more does
+        (a failed response, learning not over, a value not known)."""
+        if not observation.ok or (self._learns and not facts.learning_ended):
+            return None
+        fingerprints, models = self._lock_known or (facts.known_fingerprints, facts.known_models)
+        fingerprint, model = observation.fingerprint, observation.resolved_model
+        if fingerprint is not None and fingerprint not in fingerprints | self._expect:
+            return None
+        if model is not None and model not in models:
+            return None
+        return (
+            fingerprint,
+            model,
+            tuple(sorted(observation.headers.items())),
+            facts.previous_fingerprints,
+            facts.previous_models,
+            tuple(sorted(facts.previous_headers.items())),
+            # The known sets: the result lists them, and a change's first-seen times are
+            # those of values known (first seen once, as they became known).
+            facts.known_fingerprints,
+            facts.known_models,
+        )
+
+
+_SEEN_LIMIT = 1024  # results kept by a ResponseDetection: the values are a server's, any number
 
 
 def _learning(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class TargetFacts:
         """Learning ended at an earlier check (it never restarts)."""
         return self.latest_learning is False
 
-    @property
+    @cached_property  # read twice per recorded response (the learning state before, after)
     def first_success_at(self) -> datetime | None:
         seen = [at for (kind, _), at in self.first_seen.items() if kind == "fingerprint"]
         return min(seen, default=None)

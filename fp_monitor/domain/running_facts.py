@@ -43,8 +43,9 @@ class RunningFacts:
         facts = self.facts
         # The history keeps times in UTC to the microsecond: compare and store them as read back.
         at = checked_at.astimezone(UTC)
-        known = {"fingerprint": set(facts.known_fingerprints), "model": set(facts.known_models)}
-        first_seen = dict(facts.first_seen)
+        # Copied only when this check adds to them: most responses bring values known already.
+        known = {"fingerprint": facts.known_fingerprints, "model": facts.known_models}
+        first_seen = facts.first_seen
         counts = dict(facts.fingerprint_counts)
         for observation in observations:
             if not observation.ok:
@@ -56,14 +57,16 @@ class RunningFacts:
             ):
                 if value is None:
                     continue
-                known[field].add(value)
-                first_seen.setdefault((field, value), seen_at)
+                if value not in known[field]:
+                    known[field] = known[field] | {value}
+                if (field, value) not in first_seen:
+                    first_seen = {**first_seen, (field, value): seen_at}
                 if field == "fingerprint":
                     counts[value] = counts.get(value, 0) + 1
         # One replace for all of it: this runs once per recorded response.
         changes: dict[str, object] = {
-            "known_fingerprints": frozenset(known["fingerprint"]),
-            "known_models": frozenset(known["model"]),
+            "known_fingerprints": known["fingerprint"],
+            "known_models": known["model"],
             "first_seen": first_seen,
             "fingerprint_counts": counts,
         }

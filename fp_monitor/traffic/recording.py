@@ -55,7 +55,7 @@ import httpx2
 # read, the recorder can read too.
 from httpx2._decoders import SUPPORTED_DECODERS, ContentDecoder, MultiDecoder
 
-from fp_monitor.check import detect_target
+from fp_monitor.check import ResponseDetection
 from fp_monitor.config.history_url import HistoryLocation
 from fp_monitor.config.providers import provider_for_url
 from fp_monitor.config.settings import carries_credentials, load_config
@@ -68,7 +68,6 @@ from fp_monitor.domain.models import (
     LockEntry,
     Observation,
     Source,
-    TargetFacts,
     TargetResult,
 )
 from fp_monitor.domain.streams import DISAGREEMENT_TAG, StreamFields
@@ -513,8 +512,8 @@ class Recorder:
         result = self._guarded(
             "check",
             self._checking,
-            lambda history: self._detect(
-                history.facts(self.target, kind=Source.TRAFFIC), observation, self._lock_entry()
+            lambda history: self._detection(self._lock_entry())(
+                observation, history.facts(self.target, kind=Source.TRAFFIC)
             ),
         )
         if result is None or not result.unexpected:
@@ -600,13 +599,13 @@ class Recorder:
         """Each response its own small check, all in one transaction; the events among them
         to notify (`new`, `learned`: see TRAFFIC_STATUSES). The facts are read once: each
         response is detected against those the ones before it left (see running_facts)."""
-        entry = self._lock_entry()  # read once for the batch
+        detection = self._detection(self._lock_entry())  # the lock read once for the batch
         news = []
         checks = []
         with history.write():
             running = history.running_facts(self.target, Source.TRAFFIC)
             for observation in observations:
-                result = self._detect(running.facts, observation, entry)
+                result = detection(observation, running.facts)
                 check_id, at = uuid.uuid4().hex, observation.observed_at
                 checks.append(PendingCheck(check_id, at, result, (observation,)))
                 news += traffic_events(result, check_id, at, history.path, self.site)
@@ -630,17 +629,12 @@ class Recorder:
         """Read at each use: `fpmon accept` may change the lock while the application runs."""
         return read_lock(self._baseline).get(self.target)
 
-    def _detect(
-        self, facts: TargetFacts, observation: Observation, entry: LockEntry | None
-    ) -> TargetResult:
-        return detect_target(
+    def _detection(self, entry: LockEntry | None) -> ResponseDetection:
+        return ResponseDetection(
             self.target,
-            [observation],
-            facts,
             settings=self._learning,
             expect=self._expect,
             entry=entry,
-            checked_at=observation.observed_at,
             remind=self._remind,
             grammars=self._config.grammars,
         )
