@@ -10,7 +10,6 @@ rows and the chain are those of appending the checks one by one."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from fp_monitor.domain.running_facts import RunningFacts
 from fp_monitor.store.connection import _errors
 from fp_monitor.store.dialect import Cursor, Database
 from fp_monitor.store.facts import Facts
-from fp_monitor.store.rows import _marks, observation_row, timestamp
+from fp_monitor.store.rows import JSON, _marks, observation_row, timestamp
 
 # Qualified: PostgreSQL finds a bare `samples` ambiguous (the row, or EXCLUDED's).
 _COUNT_KNOWN = (
@@ -313,9 +312,9 @@ def check_values(
         result.name,
         timestamp(checked_at),
         result.status.value,
-        json.dumps(list(result.fingerprints)) if succeeded else None,
-        json.dumps(list(result.models)) if succeeded else None,
-        json.dumps({k: list(v) for k, v in result.headers.items()}),
+        JSON.encode(list(result.fingerprints)) if succeeded else None,
+        JSON.encode(list(result.models)) if succeeded else None,
+        JSON.encode({k: list(v) for k, v in result.headers.items()}),
         result.samples,
         len(result.errors),
         None if result.learning is None else int(result.learning),

@@ -25,6 +25,9 @@ from fp_monitor.domain.models import (
 )
 
 
+# Remembered: a recorded response's moment is written three or four times (its record, its
+# check, the values it counts), once per response. Bounded, since every moment is another.
+@functools.lru_cache(maxsize=256)
 def timestamp(moment: datetime) -> str:
     """UTC, fixed width, so that text order is time order."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -118,6 +121,13 @@ def observation_from_row(row: Row) -> Observation:
     )
 
 
+JSON = json.JSONEncoder()
+"""json.dumps's text. Rows are written once per response: these encoders are made once, where
+json.dumps makes one per call whenever it is given an option."""
+SORTED_JSON = json.JSONEncoder(sort_keys=True)
+"""json.dumps(..., sort_keys=True)'s text (see JSON)."""
+
+
 def observation_row(
     check_id: str, obs: Observation, prev_hash: str, source: Source = Source.PROBE
 ) -> dict[str, Any]:
@@ -143,13 +153,13 @@ def observation_row(
         "prompt_tokens": _int_or_none(obs.usage.prompt_tokens),
         "completion_tokens": _int_or_none(obs.usage.completion_tokens),
         "total_tokens": _int_or_none(obs.usage.total_tokens),
-        "headers": json.dumps(obs.headers, sort_keys=True),
+        "headers": SORTED_JSON.encode(obs.headers),
         "error_kind": obs.error_kind.value if obs.error_kind else None,
         "error_message": obs.error_message,
         "request_shape": obs.request_shape,
         "raw_response": obs.raw_response,
         "prev_hash": prev_hash,
-        "tags": json.dumps(dict(obs.tags), sort_keys=True),
+        "tags": SORTED_JSON.encode(dict(obs.tags)),
         "canary": sample_column(obs.canary),
         "site": obs.site,
     }

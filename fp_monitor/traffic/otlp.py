@@ -289,7 +289,7 @@ class Intake:
                 continue
             budget -= sighting.count
             recorder = self._recorder(route.target)
-            observation = _observation(route, sighting)
+            observation = _observation(route, sighting, recorder.site)
             for _ in range(sighting.count):
                 recorder.record(observation)
             self._taken[route.target] += sighting.count
@@ -347,7 +347,7 @@ class Intake:
             recorder.flush()
 
 
-def _observation(route: Route, sighting: Sighting) -> Observation:
+def _observation(route: Route, sighting: Sighting, site: str | None) -> Observation:
     tags = {"intake": "otlp"}
     if sighting.service is not None:
         tags["service.name"] = sighting.service
@@ -370,6 +370,7 @@ def _observation(route: Route, sighting: Sighting) -> Observation:
             error_kind=error_kind(sighting.error_type) if sighting.error_type is not None else None,
             error_message=f"error.type: {sighting.error_type}" if failed else None,
             tags=tags,
+            site=site,
         )
     )
 

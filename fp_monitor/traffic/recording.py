@@ -526,7 +526,8 @@ class Recorder:
     def record(self, observation: Observation) -> None:
         """Hand one response to the writer thread: the application never waits on the history
         (a busy or broken one included). `flush()` writes what is still queued."""
-        observation = replace(observation, site=self.site)
+        if observation.site != self.site:  # a copy per response otherwise (fpmon otlp's)
+            observation = replace(observation, site=self.site)
         with self._writer_lock:
             if self._writer is None:
                 # Each writer its own queue: the end-of-queue mark that flush() gives one
@@ -604,9 +605,10 @@ class Recorder:
         checks = []
         with history.write():
             running = history.running_facts(self.target, Source.TRAFFIC)
-            for observation in observations:
+            check_ids = _check_ids(len(observations))
+            for observation, check_id in zip(observations, check_ids, strict=True):
                 result = detection(observation, running.facts)
-                check_id, at = uuid.uuid4().hex, observation.observed_at
+                at = observation.observed_at
                 checks.append(PendingCheck(check_id, at, result, (observation,)))
                 news += traffic_events(result, check_id, at, history.path, self.site)
                 running = running.after(result, [observation], at)
@@ -665,6 +667,13 @@ class Recorder:
             self.target,
             redact(f"{type(exc).__name__}: {exc}"),
         )
+
+
+def _check_ids(count: int) -> list[str]:
+    """`count` check ids as uuid.uuid4().hex gives them, from one read of the system's random
+    source instead of one per recorded response."""
+    random = os.urandom(16 * count)
+    return [uuid.UUID(bytes=random[i : i + 16], version=4).hex for i in range(0, len(random), 16)]
 
 
 def _unexpected(
