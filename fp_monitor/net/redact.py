@@ -11,6 +11,7 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from fp_monitor.domain.canary import CanarySample
 from fp_monitor.domain.models import ERROR_MESSAGE_LIMIT, RAW_RESPONSE_LIMIT, Observation
@@ -61,17 +62,22 @@ def scrub(observation: Observation, also: Iterable[str] = ()) -> Observation:
 
     message = hidden(observation.error_message)
     raw = hidden(observation.raw_response)
-    return replace(
-        observation,
-        fingerprint=hidden(observation.fingerprint),
-        resolved_model=hidden(observation.resolved_model),
-        response_id=hidden(observation.response_id),
-        request_id=hidden(observation.request_id),
-        headers={name: redact(value, secrets) for name, value in observation.headers.items()},
-        error_message=None if message is None else message[:ERROR_MESSAGE_LIMIT],
-        raw_response=None if raw is None else _utf8_prefix(raw, RAW_RESPONSE_LIMIT),
-        canary=None if observation.canary is None else _scrub_canary(observation.canary, secrets),
-    )
+    scrubbed: dict[str, Any] = {
+        "fingerprint": hidden(observation.fingerprint),
+        "resolved_model": hidden(observation.resolved_model),
+        "response_id": hidden(observation.response_id),
+        "request_id": hidden(observation.request_id),
+        "headers": {name: redact(value, secrets) for name, value in observation.headers.items()},
+        "error_message": None if message is None else message[:ERROR_MESSAGE_LIMIT],
+        "raw_response": None if raw is None else _utf8_prefix(raw, RAW_RESPONSE_LIMIT),
+        "canary": None
+        if observation.canary is None
+        else _scrub_canary(observation.canary, secrets),
+    }
+    # Nothing to hide, the usual case: no copy (fpmon otlp scrubs thousands a second).
+    if all(getattr(observation, name) == value for name, value in scrubbed.items()):
+        return observation
+    return replace(observation, **scrubbed)
 
 
 def _scrub_canary(sample: CanarySample, secrets: tuple[str, ...]) -> CanarySample:
