@@ -353,7 +353,8 @@ class ResponseDetection:
             return None
         fingerprints, models = self._lock_known or (facts.known_fingerprints, facts.known_models)
         fingerprint, model = observation.fingerprint, observation.resolved_model
-        if fingerprint is not None and fingerprint not in fingerprints | self._expect:
+        expected = fingerprint in fingerprints or fingerprint in self._expect
+        if fingerprint is not None and not expected:
             return None
         if model is not None and model not in models:
             return None
