@@ -29,6 +29,8 @@ from fp_monitor.domain.models import (
     Observation,
     Source,
     Status,
+    TargetFacts,
+    TargetResult,
 )
 from fp_monitor.notify.events import Notification
 from fp_monitor.store.history import History
@@ -94,25 +96,29 @@ def sequence() -> list[Observation]:
     return seen
 
 
+def detected(observation: Observation, facts: TargetFacts) -> TargetResult:
+    """The detection of one response, learning with the default settings."""
+    return detect_target(
+        TARGET,
+        [observation],
+        facts,
+        settings=LearningSettings(),
+        expect=frozenset(),
+        entry=None,
+        checked_at=observation.observed_at,
+    )
+
+
 def test_running_facts_are_the_facts_the_history_gives_after_each_check(
     history_url: str,
 ) -> None:
     """The facts carried through a batch equal History.facts read after every check of it,
     from a history whose only check is a probe's: the previous check until traffic succeeds,
     however much later than the traffic it was made."""
-    settings = LearningSettings()
     with History.open(history_location(history_url, "test")) as history:
         probe = traffic("fp_p", 1000)
         with history.write():
-            result = detect_target(
-                TARGET,
-                [probe],
-                history.facts(TARGET),
-                settings=settings,
-                expect=frozenset(),
-                entry=None,
-                checked_at=probe.observed_at,
-            )
+            result = detected(probe, history.facts(TARGET))
             history.append_check("probe", probe.observed_at, result, [probe], Source.PROBE)
         statuses = []
         with history.write():
@@ -120,15 +126,7 @@ def test_running_facts_are_the_facts_the_history_gives_after_each_check(
             assert not running.own_previous
             for n, observation in enumerate(sequence()):
                 at = observation.observed_at
-                result = detect_target(
-                    TARGET,
-                    [observation],
-                    running.facts,
-                    settings=settings,
-                    expect=frozenset(),
-                    entry=None,
-                    checked_at=at,
-                )
+                result = detected(observation, running.facts)
                 history.append_checks(
                     [PendingCheck(f"c{n}", at, result, (observation,))], Source.TRAFFIC
                 )
@@ -220,7 +218,6 @@ def test_the_seal_lists_each_check_row_as_it_reads_back(history_url: str) -> Non
     """The seal hashes each check row from the values just written, not read back: the hash is
     the one of the row as stored (a canary verdict, a later sealed column, included), verify
     passes, and a check row edited afterwards fails it."""
-    settings = LearningSettings()
     verdict = CanaryVerdict(
         CanaryMode.LOGPROBS, CanaryStatus.DRIFT, ("a",), ("b",), 0.1, 0.2, 0.3, 3
     )
@@ -231,15 +228,7 @@ def test_the_seal_lists_each_check_row_as_it_reads_back(history_url: str) -> Non
             checks = []
             for n, observation in enumerate(sequence()):
                 at = observation.observed_at
-                result = detect_target(
-                    TARGET,
-                    [observation],
-                    running.facts,
-                    settings=settings,
-                    expect=frozenset(),
-                    entry=None,
-                    checked_at=at,
-                )
+                result = detected(observation, running.facts)
                 if n == 3:
                     result = replace(result, canary=verdict)
                 checks.append(PendingCheck(f"c{n}", at, result, (observation,)))
