@@ -230,13 +230,6 @@ class Recording(Facts):
             )
             return outcomes
 
-    def _insert(self, row: Mapping[str, Any]) -> None:
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        self._db.execute(
-            f"INSERT INTO observations ({columns}) VALUES ({marks})", tuple(row.values())
-        )
-
     def head(self) -> tuple[int, str]:
         """The id and hash of the last record (see _head)."""
         with _errors(self.path):
