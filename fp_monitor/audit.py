@@ -33,7 +33,6 @@ from fp_monitor.domain.chain import (
     baseline_digest,
     chain_hash,
     rows_digest,
-    walk,
 )
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ChainBroken, ConfigError
@@ -135,7 +134,7 @@ def verify_history(path: HistoryLocation, head: str | None = None) -> Verified:
         raise ConfigError(f"--head {head[:80]!r}: expected the 64 hex digits of a seal's hash")
     with open_history(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
-        result = walk(history.iter_chain(), checkpoints)
+        result = history.walk_chain(checkpoints)
         if result.broken is not None:
             raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
         _verify_caches(history, checkpoints)
@@ -597,7 +596,7 @@ def prune_history(config: Config, older_than: float | None, now: datetime, dry_r
             plan = history.prune_plan(cutoff)
             # Deleting a stretch that was tampered with would erase the evidence.
             checkpoints = [c for c in history.checkpoints() if c.after_id < plan.last_id]
-            result = walk(history.iter_chain(through_id=plan.last_id), checkpoints)
+            result = history.walk_chain(checkpoints, plan.last_id)
             if result.broken is not None:
                 raise ChainBroken(
                     f"refusing to prune: the chain is broken: {result.broken.describe()}"

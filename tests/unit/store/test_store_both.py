@@ -14,7 +14,6 @@ import pytest
 
 from fp_monitor.audit import verify_history
 from fp_monitor.config.history_url import PostgresURL, history_location
-from fp_monitor.domain.chain import walk
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
 from fp_monitor.store.history import History
@@ -57,7 +56,7 @@ def test_records_facts_and_reads_are_the_same_on_both_stores(history: History) -
     # a double precision column: the float comes back bit for bit (the chain hashes it)
     assert latest[2].observation.latency_ms == 0.1 + 0.2
     assert history.failed_before("grok", checks[0].check_id) == 0
-    result = walk(history.iter_chain(), history.checkpoints())
+    result = history.walk_chain(history.checkpoints())
     assert result.broken is None and result.records == 4
 
 
@@ -69,7 +68,7 @@ def test_prune_leaves_a_checkpoint_that_verifies_on_both_stores(history: History
         history.prune(plan)
     history.vacuum()
     assert (plan.observations, plan.checks) == (2, 2)
-    result = walk(history.iter_chain(), history.checkpoints())
+    result = history.walk_chain(history.checkpoints())
     assert result.broken is None and (result.records, result.head_id) == (1, 3)
 
 
