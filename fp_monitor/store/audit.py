@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ _LAST_ID = 2**63 - 1  # SQLite's largest INTEGER
 WALKERS = 2
 """Threads that read and hash the records for verify's walk, each a part of them: SQLite
 encodes them (json_array) with the GIL released, so that the walk takes the cores there are."""
+_DECODED_HEADERS = 10_000
+"""Distinct header sets derived_checks keeps decoded (a bound on its memory)."""
 _PARALLEL_RECORDS = 10_000
 """Fewer records are walked on this connection: a thread's connection costs more."""
 
@@ -207,8 +210,12 @@ class Audit(Recording):
                 f"SELECT check_id, target, source, {_FINGERPRINT_TOKEN}, resolved_model, headers,"
                 " error_kind FROM observations"
             )
+            # The records of a history repeat a few header sets: each is decoded once.
+            decoded: dict[str, dict[str, str]] = {}
             for check_id, target, source, token, model, headers, error in cursor:
-                sets = found.setdefault((check_id, target, source), CheckSets())
+                sets = found.get((check_id, target, source))
+                if sets is None:  # not setdefault: it would build a CheckSets for every record
+                    sets = found[check_id, target, source] = CheckSets()
                 if error is not None:
                     sets.errors += 1
                     continue
@@ -216,7 +223,12 @@ class Audit(Recording):
                     sets.fingerprints.add(token)
                 if model is not None:
                     sets.models.add(model)
-                for name, value in self._decode("a record", "headers", json.loads, headers).items():
+                named = decoded.get(headers)
+                if named is None:
+                    named = self._decode("a record", "headers", json.loads, headers)
+                    if len(decoded) < _DECODED_HEADERS:
+                        decoded[headers] = named
+                for name, value in named.items():
                     sets.headers.setdefault(name, set()).add(value)
         return found
 
@@ -246,15 +258,16 @@ class Audit(Recording):
     def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
         """(id, hash, how a message names it) of each row of a sealed table, in id order."""
         columns = sealed_columns(table)
+        # By position, not as a dict per row: verify reads every check row.
+        if table == "checks":
+            name = "check row {0} ({1}, {2})"
+            named = operator.itemgetter(0, columns.index("target"), columns.index("checked_at"))
+        else:
+            name = "the {1} checkpoint after record {2}"
+            named = operator.itemgetter(0, columns.index("kind"), columns.index("after_id"))
         with _errors(self.path):
             for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
-                row = dict(zip(columns, values, strict=True))
-                name = (
-                    f"check row {row['id']} ({row['target']}, {row['checked_at']})"
-                    if table == "checks"
-                    else f"the {row['kind']} checkpoint after record {row['after_id']}"
-                )
-                yield row["id"], row_hash(table, values), name
+                yield values[0], row_hash(table, values), name.format(*named(values))
 
     def record_at(self, record_id: int) -> tuple[str, str] | None:
         """(hash, observed_at) of the record `record_id`, None when there is none."""
