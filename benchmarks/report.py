@@ -10,9 +10,11 @@ nine months. Then, with the installed command (median of `--repeat`, warm file c
     generation  every target and record of the 1M history            budget < 3 s
 
 Times are wall and CPU seconds: on a shared machine the CPU time is the steadier figure.
-Generation is measured side by side with --no-verify (the report's own queries) and with the
-chain walk (the default): the walk is `fpmon verify`'s, linear in the history (every record is
-read and hashed); the difference is its cost. Render time is from navigation start to the first
+Generation is measured side by side (interleaved) with --no-verify (the report's own queries)
+and with the chain walk (the default): the walk is `fpmon verify`'s, linear in the history
+(every record is read and hashed, in two threads beside the report's queries); the difference
+in CPU time is its cost. `fpmon verify` follows: the same walk, and the check rows, known values
+and seals, which the report does not check. Render time is from navigation start to the first
 frame after the charts were built (performance.now() in the page).
 
     python benchmarks/report.py [--rows 1000000] [--repeat 3] [--keep DIR]
@@ -53,19 +55,31 @@ FIRST_FRAME = """() => new Promise(done => requestAnimationFrame(() =>
 
 
 def timed(args: list[str], repeat: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of `fpmon ARGS`. CPU time (user + system of the process) is
-    what a busy shared machine inflates least; wall time is what a user waits."""
-    walls, cpus = [], []
+    """Median (wall, CPU) seconds of `fpmon ARGS`."""
+    return interleaved([args], repeat)[0]
+
+
+def interleaved(commands: list[list[str]], repeat: int) -> list[tuple[float, float]]:
+    """Median (wall, CPU) seconds of each `fpmon ARGS`, run in turn `repeat` times (so that a
+    change in the machine's load falls on each alike). CPU time (user + system of the process,
+    its threads included) is what a busy shared machine inflates least; wall time is what a
+    user waits."""
+    walls: list[list[float]] = [[] for _ in commands]
+    cpus: list[list[float]] = [[] for _ in commands]
     for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        proc = subprocess.run([FPMON, *args], capture_output=True, text=True, check=False)
-        walls.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        if proc.returncode != 0:
-            raise SystemExit(f"fpmon {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-    return statistics.median(walls), statistics.median(cpus)
+        for args, wall, cpu in zip(commands, walls, cpus, strict=True):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            proc = subprocess.run([FPMON, *args], capture_output=True, text=True, check=False)
+            wall.append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            if proc.returncode != 0:
+                raise SystemExit(f"fpmon {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return [
+        (statistics.median(wall), statistics.median(cpu))
+        for wall, cpu in zip(walls, cpus, strict=True)
+    ]
 
 
 def render_times(page: Path, repeat: int) -> tuple[float, float]:
@@ -132,8 +146,14 @@ def main() -> None:
         ["report", *TEN, "--since", "90d", "-o", str(ten), "--no-verify", *on], args.repeat
     )
     size = ten.stat().st_size
-    quick = timed(["report", "-o", str(every), "--no-verify", *on], args.repeat)
-    full = timed(["report", "-o", str(every), *on], args.repeat)
+    quick, full, verify = interleaved(
+        [
+            ["report", "-o", str(every), "--no-verify", *on],
+            ["report", "-o", str(every), *on],
+            ["verify", *on],
+        ],
+        args.repeat,
+    )
     built, painted = render_times(ten, args.repeat) if Path(CHROMIUM).exists() else (None, None)
 
     rows_shown: list[tuple[str, str, str]] = [
@@ -156,6 +176,7 @@ def main() -> None:
         ("  --no-verify (its own queries)", _seconds(quick), _budget(quick[0] < 3, "< 3 s")),
         ("  with the chain walk (the default)", _seconds(full), _budget(full[0] < 3, "< 3 s")),
         ("  the walk's share (with - without, CPU)", f"{full[1] - quick[1]:.2f}", ""),
+        ("fpmon verify: the walk, the caches and the seals", _seconds(verify), ""),
     ]
     load = os.getloadavg()[0]
     print(

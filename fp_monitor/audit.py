@@ -33,7 +33,6 @@ from fp_monitor.domain.chain import (
     baseline_digest,
     chain_hash,
     rows_digest,
-    walk,
 )
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.errors import ChainBroken, ConfigError
@@ -133,12 +132,21 @@ def verify_history(path: HistoryLocation, head: str | None = None) -> Verified:
     be in the chain (else the history was rewritten or cut after it, or pruned past it)."""
     if head is not None and not _HASH.match(head):
         raise ConfigError(f"--head {head[:80]!r}: expected the 64 hex digits of a seal's hash")
-    with open_history(path) as history, history.snapshot():
+    with open_history(path) as history, history.snapshot(), history.walk_started() as walked:
         checkpoints = history.checkpoints()
-        result = walk(history.iter_chain(), checkpoints)
+        # The caches are checked while the walk's threads read the records; a broken chain is
+        # said first, as when they were checked after it (whatever they make of an edited
+        # record: a BLOB where text was is no set member, for one).
+        try:
+            _verify_caches(history, checkpoints)
+            later: Exception | None = None
+        except Exception as exc:
+            later = exc
+        result = walked()
         if result.broken is not None:
             raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
-        _verify_caches(history, checkpoints)
+        if later is not None:
+            raise later
         seal = verify_seals(history, checkpoints)
         if head is not None and not history.has_seal(head):
             raise ChainBroken(
@@ -597,7 +605,7 @@ def prune_history(config: Config, older_than: float | None, now: datetime, dry_r
             plan = history.prune_plan(cutoff)
             # Deleting a stretch that was tampered with would erase the evidence.
             checkpoints = [c for c in history.checkpoints() if c.after_id < plan.last_id]
-            result = walk(history.iter_chain(through_id=plan.last_id), checkpoints)
+            result = history.walk_chain(checkpoints, plan.last_id)
             if result.broken is not None:
                 raise ChainBroken(
                     f"refusing to prune: the chain is broken: {result.broken.describe()}"

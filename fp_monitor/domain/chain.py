@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -99,6 +99,17 @@ def chain_hash(row: Row) -> str:
 
 def _sha256(value: Any) -> str:
     return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def encoded_matches(encoded: bytes, hash_: str) -> bool:
+    """Whether `encoded`, a record's chained values as JSON made elsewhere (SQLite's
+    json_array), hashes to `hash_` as chain_hash's bytes did: equal bytes, and this module's
+    JSON escapes every byte outside printable ASCII, so text holding one is other bytes."""
+    return (
+        hashlib.sha256(encoded).hexdigest() == hash_
+        and encoded.isascii()
+        and b"\x7f" not in encoded
+    )
 
 
 # One encoder for every hash: json.dumps with separators builds a new one per call, a quarter
@@ -254,6 +265,69 @@ class Break:
         return f"record {self.id} ({self.target}, {self.observed_at}) {self.problem}"
 
 
+Link = tuple[int, str, str, bool]
+"""One record as the walk reads it: id, prev_hash, hash, and whether its content still hashes
+to its hash (the store decides that the fast way it can, see store/audit.py)."""
+
+Locate = Callable[[int], tuple[str, str]]
+"""The target and observed_at of a record, by id: what a break names (read only then)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Records in id order, each chained to the one before it, no checkpoint between them:
+    the walk checks them as one record. A record whose content does not match its hash is a
+    segment of its own (`intact` False)."""
+
+    first_id: int
+    prev_hash: str
+    """The first record's."""
+    last_id: int
+    hash: str
+    """The last record's."""
+    records: int
+    intact: bool
+
+
+def row_links(rows: Iterable[Row]) -> Iterator[Link]:
+    """The links of rows read whole (id, hash and the chained columns): each hashed here."""
+    for row in rows:
+        try:
+            intact = chain_hash(row) == row["hash"]
+        except TypeError:  # a value JSON cannot hold (a BLOB): fpmon never writes one
+            intact = False
+        yield row["id"], row["prev_hash"], row["hash"], intact
+
+
+def segments(links: Iterable[Link], checkpoints: Sequence[Checkpoint]) -> Iterator[Segment]:
+    """The links (in id order) gathered into segments, cut before each record that does not
+    chain to the one before it, around each that does not match its hash, and at each
+    checkpoint: so that walking the segments is walking the records, a record at a time."""
+    cuts = sorted({c.after_id for c in checkpoints}, reverse=True)
+    first = None
+    last_id, last_hash, count = 0, "", 0
+    for id_, prev_hash, hash_, intact in links:
+        while cuts and cuts[-1] < last_id:
+            cuts.pop()
+        if (
+            first is not None
+            and intact
+            and prev_hash == last_hash
+            and not (cuts and cuts[-1] < id_)
+        ):
+            last_id, last_hash, count = id_, hash_, count + 1
+            continue
+        if first is not None:
+            yield Segment(first[0], first[1], last_id, last_hash, count, True)
+        if intact:
+            first, last_id, last_hash, count = (id_, prev_hash), id_, hash_, 1
+        else:
+            yield Segment(id_, prev_hash, id_, hash_, 1, False)
+            first, last_id, last_hash = None, id_, hash_
+    if first is not None:
+        yield Segment(first[0], first[1], last_id, last_hash, count, True)
+
+
 @dataclass(frozen=True)
 class Walk:
     records: int
@@ -264,8 +338,8 @@ class Walk:
     broken: Break | None
 
 
-def walk(rows: Iterable[Row], checkpoints: Sequence[Checkpoint]) -> Walk:
-    """Check each row (in id order: id, hash and the chained columns) against its own hash and
+def walk(parts: Iterable[Segment], checkpoints: Sequence[Checkpoint], locate: Locate) -> Walk:
+    """Check each record (as `segments` gathers them, in id order) against its own hash and
     against the record before it, crossing the recorded checkpoints; stop at the first break."""
     head_id, expected = 0, GENESIS_HASH
     prunes = [c for c in checkpoints if c.kind is CheckpointKind.PRUNE]
@@ -280,33 +354,37 @@ def walk(rows: Iterable[Row], checkpoints: Sequence[Checkpoint]) -> Walk:
         key=lambda c: c.after_id,
     )
     count = 0
-    for row in rows:
+    for part in parts:
         count += 1
-        while junctions and junctions[0].after_id < row["id"]:
+        while junctions and junctions[0].after_id < part.first_id:
             junction = junctions.pop(0)
             if junction.from_hash != expected:
-                return Walk(count, head_id, expected, _break(row, _link_problem(head_id, row)))
+                problem = _link_problem(head_id, part.first_id)
+                return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
             expected = junction.hash
-        if chain_hash(row) != row["hash"]:
+        if not part.intact:
             problem = "was edited: its content no longer matches its hash"
-            return Walk(count, head_id, expected, _break(row, problem))
-        if row["prev_hash"] != expected:
-            return Walk(count, head_id, expected, _break(row, _link_problem(head_id, row)))
-        head_id, expected = row["id"], row["hash"]
+            return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
+        if part.prev_hash != expected:
+            problem = _link_problem(head_id, part.first_id)
+            return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
+        count += part.records - 1
+        head_id, expected = part.last_id, part.hash
     if junctions:
         return Walk(count, head_id, expected, _checkpoint_break(junctions[0]))
     return Walk(count, head_id, expected, None)
 
 
-def _link_problem(previous_id: int, row: Row) -> str:
+def _link_problem(previous_id: int, record_id: int) -> str:
     before = f"the record before it (id {previous_id})" if previous_id else "the start of the chain"
-    if row["id"] != previous_id + 1:
+    if record_id != previous_id + 1:
         return f"does not follow {before}: a record between them was deleted"
     return f"does not follow {before}: it was moved out of order, or a record was deleted"
 
 
-def _break(row: Row, problem: str) -> Break:
-    return Break(int(row["id"]), problem, str(row["target"]), str(row["observed_at"]))
+def _break(locate: Locate, record_id: int, problem: str) -> Break:
+    target, observed_at = locate(record_id)
+    return Break(record_id, problem, str(target), str(observed_at))
 
 
 def _checkpoint_break(checkpoint: Checkpoint) -> Break:

@@ -4,43 +4,194 @@ them, the check rows as the records derive them, and pruning."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-from collections.abc import Iterator
+import operator
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fp_monitor.domain.chain import (
+    CHAINED_COLUMNS,
     GENESIS_HASH,
+    NO_TAGS,
     RECORD_FIELDS,
     Checkpoint,
     CheckpointKind,
+    Link,
     Seal,
     SealedRow,
+    Segment,
+    Walk,
+    encoded_matches,
     row_hash,
+    row_links,
     sealed_columns,
+    segments,
+    walk,
 )
 from fp_monitor.store.connection import _errors
 from fp_monitor.store.facts import merge_known
 from fp_monitor.store.recording import _SEAL_COLUMNS, Recording
 from fp_monitor.store.rows import _FINGERPRINT_TOKEN, parse_timestamp, timestamp
 
+_LAST_ID = 2**63 - 1  # SQLite's largest INTEGER
+
+WALKERS = 2
+"""Threads that read and hash the records for verify's walk, each a part of them: SQLite
+encodes them (json_array) with the GIL released, so that the walk takes the cores there are."""
+_DECODED_HEADERS = 10_000
+"""Distinct header sets derived_checks keeps decoded (a bound on its memory)."""
+_PARALLEL_RECORDS = 10_000
+"""Fewer records are walked on this connection: a thread's connection costs more."""
+
+# The columns of observations that are not TEXT: a TEXT column converts any number it is given
+# to text, so only these can hold a float. json_array writes a float with 15 significant
+# digits, which two floats can share: the record is then left to chain_hash (NULL below), and
+# the latency, a float in every record, is checked against Python's repr.
+_NUMBERS = ("http_status", "attempts", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+_SITE = "json_array('site', site)"
+
+
+def _json_array(*extra: str) -> str:
+    return f"json_array({', '.join((*CHAINED_COLUMNS, *extra))})"
+
+
+def _with_site(*extra: str) -> str:
+    # chain_hash's later columns: the site, as a ["site", name] pair, when there is one
+    return (
+        f"CASE WHEN site IS NULL THEN {_json_array(*extra)} ELSE {_json_array(*extra, _SITE)} END"
+    )
+
+
+# chain_hash's encoding, as SQLite writes it: the tags and canary data when chain_hash takes
+# them; NULL for a record with a float outside latency_ms.
+_ENCODED_RECORDS = f"""
+SELECT id, prev_hash, hash,
+    CAST(CASE WHEN {" OR ".join(f"typeof({c}) = 'real'" for c in _NUMBERS)} THEN NULL
+        WHEN canary IS NOT NULL THEN {_with_site("tags", "canary")}
+        WHEN tags IS NOT '{NO_TAGS}' THEN {_with_site("tags")}
+        ELSE {_with_site()} END AS BLOB),
+    latency_ms,
+    CASE WHEN typeof(latency_ms) = 'real' THEN CAST(latency_ms AS TEXT) END
+FROM observations WHERE id BETWEEN ? AND ? ORDER BY id"""
+
 
 class Audit(Recording):
     """What verify, export and prune read and change."""
 
-    def iter_chain(self, through_id: int | None = None) -> Iterator[dict[str, Any]]:
+    def iter_chain(
+        self, through_id: int | None = None, *, from_id: int = 0
+    ) -> Iterator[dict[str, Any]]:
         """Every record (id, the chained columns and hash) in chain order, read as consumed."""
         columns = ("id", *RECORD_FIELDS)
         with _errors(self.path):
             cursor = self._db.execute(
-                f"SELECT {', '.join(columns)} FROM observations WHERE id <= ? ORDER BY id",
-                (through_id if through_id is not None else 2**63 - 1,),
+                f"SELECT {', '.join(columns)} FROM observations WHERE id BETWEEN ? AND ?"
+                " ORDER BY id",
+                (from_id, through_id if through_id is not None else _LAST_ID),
             )
             # Plain dicts: sqlite3.Row looks names up one by one, which triples the time of a
             # walk over a million records.
             for values in cursor:
                 yield dict(zip(columns, values, strict=True))
+
+    def chain_links(self, from_id: int = 0, through_id: int = _LAST_ID) -> Iterator[Link]:
+        """Each record from `from_id` through `through_id` as the walk reads it, in id order.
+        SQLite encodes each record's chained values as JSON in C (json_array: chain_hash's
+        bytes whenever `encoded_matches` says so); a record it encodes otherwise (non-ASCII
+        text, a float json_array rounds) is read whole and hashed as chain_hash does."""
+        resume = from_id
+        try:
+            cursor = self._db.execute(_ENCODED_RECORDS, (from_id, through_id))
+            for id_, prev_hash, hash_, encoded, latency, shown in cursor:
+                if (
+                    encoded is None
+                    or (shown is not None and repr(latency) != shown)
+                    or not encoded_matches(encoded, hash_)
+                ):
+                    yield from row_links(self.iter_chain(id_, from_id=id_))
+                else:
+                    yield id_, prev_hash, hash_, True
+                resume = id_ + 1
+        except sqlite3.Error:
+            # json_array refuses a BLOB (fpmon never writes one): the rest the slow way, which
+            # finds the record edited, or fails as any read does (a HistoryError).
+            yield from row_links(self.iter_chain(through_id, from_id=resume))
+
+    def walk_chain(self, checkpoints: Sequence[Checkpoint], through_id: int = _LAST_ID) -> Walk:
+        """verify's walk of the records through `through_id`, crossing `checkpoints`."""
+        parts = segments(self.chain_links(0, through_id), checkpoints)
+        return walk(parts, checkpoints, self.record_place)
+
+    @contextmanager
+    def walk_started(self) -> Iterator[Callable[[], Walk]]:
+        """verify's walk of every record of this connection's read transaction (a snapshot),
+        started: WALKERS threads read and hash a part of the records each, on connections of
+        their own, while this one goes on with other queries. Yields what waits for the walk."""
+        checkpoints = self.checkpoints()
+        with _errors(self.path):
+            first, last = self._db.execute("SELECT min(id), max(id) FROM observations").fetchone()
+        if last is None or last - first < _PARALLEL_RECORDS:
+            yield lambda: self.walk_chain(checkpoints)
+            return
+        cuts = [first + (last - first + 1) * part // WALKERS for part in range(WALKERS + 1)]
+        ranges = [(lo, hi - 1) for lo, hi in itertools.pairwise(cuts)]
+        ranges[-1] = (ranges[-1][0], last)
+
+        def finish() -> Walk:
+            parts: list[Segment] = []
+            for (lo, hi), walked in zip(ranges, futures, strict=True):
+                found = walked.result()
+                # None: another connection saw another history (a prune or an import
+                # committed since this snapshot began): that part is read again in this one.
+                parts += found if found is not None else self.chain_segments(checkpoints, lo, hi)
+            return walk(parts, checkpoints, self.record_place)
+
+        with ThreadPoolExecutor(WALKERS, thread_name_prefix="fpmon-walk") as pool:
+            futures = [pool.submit(self._walk_part, checkpoints, lo, hi) for lo, hi in ranges]
+            try:
+                yield finish
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _walk_part(
+        self, checkpoints: Sequence[Checkpoint], from_id: int, through_id: int
+    ) -> list[Segment] | None:
+        """The segments of the records from `from_id` through `through_id`, read in a
+        snapshot of another connection; None unless it holds the same checkpoints (then, the
+        same records up to the last one this connection sees: fpmon only appends records, and
+        a prune or an import leaves a checkpoint)."""
+        from fp_monitor.store.history import History  # which imports this module
+
+        other = History.open_readonly(self.path)
+        if other is None:
+            return None
+        with other, other.snapshot():
+            if other.checkpoints() != list(checkpoints):
+                return None
+            return other.chain_segments(checkpoints, from_id, through_id)
+
+    def chain_segments(
+        self, checkpoints: Sequence[Checkpoint], from_id: int, through_id: int
+    ) -> list[Segment]:
+        """The records from `from_id` through `through_id` gathered for the walk."""
+        return list(segments(self.chain_links(from_id, through_id), checkpoints))
+
+    def record_place(self, record_id: int) -> tuple[str, str]:
+        """(target, observed_at) of the record `record_id`, as a broken walk names it."""
+        with _errors(self.path):
+            found = self._db.execute(
+                "SELECT target, observed_at FROM observations WHERE id = ?", (record_id,)
+            ).fetchone()
+        return ("?", "?") if found is None else (found[0], found[1])
 
     def check_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every check row as stored: id, check_id, target, source, checked_at, status,
@@ -59,8 +210,12 @@ class Audit(Recording):
                 f"SELECT check_id, target, source, {_FINGERPRINT_TOKEN}, resolved_model, headers,"
                 " error_kind FROM observations"
             )
+            # The records of a history repeat a few header sets: each is decoded once.
+            decoded: dict[str, dict[str, str]] = {}
             for check_id, target, source, token, model, headers, error in cursor:
-                sets = found.setdefault((check_id, target, source), CheckSets())
+                sets = found.get((check_id, target, source))
+                if sets is None:  # not setdefault: it would build a CheckSets for every record
+                    sets = found[check_id, target, source] = CheckSets()
                 if error is not None:
                     sets.errors += 1
                     continue
@@ -68,7 +223,12 @@ class Audit(Recording):
                     sets.fingerprints.add(token)
                 if model is not None:
                     sets.models.add(model)
-                for name, value in self._decode("a record", "headers", json.loads, headers).items():
+                named = decoded.get(headers)
+                if named is None:
+                    named = self._decode("a record", "headers", json.loads, headers)
+                    if len(decoded) < _DECODED_HEADERS:
+                        decoded[headers] = named
+                for name, value in named.items():
                     sets.headers.setdefault(name, set()).add(value)
         return found
 
@@ -98,15 +258,16 @@ class Audit(Recording):
     def row_hashes(self, table: str) -> Iterator[tuple[int, str, str]]:
         """(id, hash, how a message names it) of each row of a sealed table, in id order."""
         columns = sealed_columns(table)
+        # By position, not as a dict per row: verify reads every check row.
+        if table == "checks":
+            name = "check row {0} ({1}, {2})"
+            named = operator.itemgetter(0, columns.index("target"), columns.index("checked_at"))
+        else:
+            name = "the {1} checkpoint after record {2}"
+            named = operator.itemgetter(0, columns.index("kind"), columns.index("after_id"))
         with _errors(self.path):
             for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
-                row = dict(zip(columns, values, strict=True))
-                name = (
-                    f"check row {row['id']} ({row['target']}, {row['checked_at']})"
-                    if table == "checks"
-                    else f"the {row['kind']} checkpoint after record {row['after_id']}"
-                )
-                yield row["id"], row_hash(table, values), name
+                yield values[0], row_hash(table, values), name.format(*named(values))
 
     def record_at(self, record_id: int) -> tuple[str, str] | None:
         """(hash, observed_at) of the record `record_id`, None when there is none."""

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Self
 
 from fp_monitor.config.history_url import PostgresURL
+from fp_monitor.domain.chain import Link, row_links
 from fp_monitor.domain.errors import ConfigError, HistoryError
 from fp_monitor.store.dialect import Cursor
 from fp_monitor.store.history import History
@@ -224,6 +225,11 @@ class PostgresHistory(History):
             else:
                 self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield
+
+    def chain_links(self, from_id: int = 0, through_id: int = 2**63 - 1) -> Iterator[Link]:
+        # Each record read whole and hashed in Python (SQLite's fast path encodes with its
+        # json_array, whose bytes PostgreSQL's json functions do not share).
+        return row_links(self.iter_chain(through_id, from_id=from_id))
 
     def vacuum(self) -> None:
         """Let the server reuse the space of deleted rows (outside any transaction)."""

@@ -4,6 +4,7 @@ its exit codes and messages, and the `fpmon report` lines of the CI examples."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sqlite3
@@ -86,6 +87,49 @@ def test_a_broken_chain_is_reported_and_exits_1(fpmon: Callable[..., Run], recor
     assert "(the report shows it)" in made.err
     html = (recorded.parent / "report.html").read_text()
     assert "BROKEN: record 3 (" in html
+
+
+# Edits that SQLite's JSON encoding of a record, which the walk hashes, would not show: a float
+# it writes with 15 digits, text it writes unescaped (tests/unit/store/test_chain_walk.py has
+# the rest).
+FAST_PATH_EDITS = {
+    "latency one ulp up": "UPDATE observations SET latency_ms = ? WHERE id = 3",
+    "http_status a float": "UPDATE observations SET http_status = ? WHERE id = 3",
+    "non-ASCII fingerprint": "UPDATE observations SET fingerprint = 'fp_é' || char(1) WHERE id = 3",
+}
+
+
+@pytest.mark.parametrize("edit", FAST_PATH_EDITS)
+def test_an_edit_the_walks_encoding_would_hide_fails_the_report_and_verify(
+    fpmon: Callable[..., Run], recorded: Path, edit: str
+) -> None:
+    with closing(sqlite3.connect(recorded.parent / "history.db")) as db:
+        latency, status = db.execute(
+            "SELECT latency_ms, http_status FROM observations WHERE id = 3"
+        ).fetchone()
+        moved = math.nextafter(latency if "latency" in edit else float(status), math.inf)
+        sql = FAST_PATH_EDITS[edit]
+        db.execute(sql, (moved,) if "?" in sql else ())
+        db.commit()
+    made = fpmon("report", "-o", "report.html")
+    assert made.code == 1, made.err
+    assert made.err.startswith("fpmon: error: the chain is broken: record 3 (")
+    assert "was edited" in made.err and "Traceback" not in made.err
+    verified = fpmon("verify")
+    assert verified.code == 1 and "record 3 (" in verified.err and "was edited" in verified.err
+    assert len(verified.err.strip().splitlines()) == 1 and "Traceback" not in verified.err
+
+
+def test_a_blob_where_text_was_fails_verify_naming_the_record(
+    fpmon: Callable[..., Run], recorded: Path
+) -> None:
+    """json_array refuses a BLOB: the walk reads the rest the slow way."""
+    with closing(sqlite3.connect(recorded.parent / "history.db")) as db:
+        db.execute("UPDATE observations SET fingerprint = CAST(fingerprint AS BLOB) WHERE id = 3")
+        db.commit()
+    verified = fpmon("verify")
+    assert verified.code == 1 and "record 3 (" in verified.err and "was edited" in verified.err
+    assert len(verified.err.strip().splitlines()) == 1 and "Traceback" not in verified.err
 
 
 @pytest.mark.parametrize(

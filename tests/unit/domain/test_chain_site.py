@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fp_monitor.domain.chain import CHAINED_COLUMNS, GENESIS_HASH, NO_TAGS, chain_hash, walk
+from fp_monitor.domain.chain import (
+    CHAINED_COLUMNS,
+    GENESIS_HASH,
+    NO_TAGS,
+    Walk,
+    chain_hash,
+    row_links,
+    segments,
+    walk,
+)
 
 
 def row(**changes: Any) -> dict[str, Any]:
@@ -32,6 +41,12 @@ def test_an_edited_site_breaks_the_walk() -> None:
     first = row(site="eu-west")
     first["hash"] = chain_hash(first)
     stored = [{"id": 1, **first, "site": "us-east"}]
-    broken = walk(stored, []).broken
+    broken = walked(stored).broken
     assert broken is not None and broken.id == 1 and "was edited" in broken.problem
-    assert walk([{"id": 1, **first}], []).broken is None
+    assert broken.target == "grok"
+    assert walked([{"id": 1, **first}]).broken is None
+
+
+def walked(rows: list[dict[str, Any]]) -> Walk:
+    by_id = {row["id"]: (row["target"], row["observed_at"]) for row in rows}
+    return walk(segments(row_links(rows), []), [], by_id.__getitem__)

@@ -14,9 +14,9 @@ import pytest
 
 from fp_monitor.audit import verify_history
 from fp_monitor.config.history_url import PostgresURL, history_location
-from fp_monitor.domain.chain import walk
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
+from fp_monitor.store import audit
 from fp_monitor.store.history import History
 from fp_monitor.store.migrations import MIGRATIONS
 from fp_monitor.store.postgres import migration_sql
@@ -57,7 +57,7 @@ def test_records_facts_and_reads_are_the_same_on_both_stores(history: History) -
     # a double precision column: the float comes back bit for bit (the chain hashes it)
     assert latest[2].observation.latency_ms == 0.1 + 0.2
     assert history.failed_before("grok", checks[0].check_id) == 0
-    result = walk(history.iter_chain(), history.checkpoints())
+    result = history.walk_chain(history.checkpoints())
     assert result.broken is None and result.records == 4
 
 
@@ -69,8 +69,29 @@ def test_prune_leaves_a_checkpoint_that_verifies_on_both_stores(history: History
         history.prune(plan)
     history.vacuum()
     assert (plan.observations, plan.checks) == (2, 2)
-    result = walk(history.iter_chain(), history.checkpoints())
+    result = history.walk_chain(history.checkpoints())
     assert result.broken is None and (result.records, result.head_id) == (1, 3)
+
+
+def test_the_walk_in_threads_is_the_walk_on_both_stores(
+    history: History, history_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads on connections of their own (however few the records), across a prune's
+    checkpoint, and when a record was edited."""
+    monkeypatch.setattr(audit, "_PARALLEL_RECORDS", 0)
+    for day in range(6):
+        record(history, [obs("fp_a", at=T0 + timedelta(day))] * 2, at=T0 + timedelta(day))
+    with history.write():
+        history.prune(history.prune_plan(T0 + timedelta(days=2)))
+    for edited in (False, True):
+        if edited:
+            edit_stored(history_url, "UPDATE observations SET fingerprint = 'fp_x' WHERE id = 9")
+        with history.snapshot(), history.walk_started() as walked:
+            threaded = walked()
+            assert threaded == history.walk_chain(history.checkpoints())
+        # records 5 to 12 after the prune; the walk stops at the edited one, 9
+        assert (threaded.records, threaded.head_id) == ((5, 8) if edited else (8, 12))
+        assert (threaded.broken is not None) is edited
 
 
 def test_seals_and_the_derived_tables_verify_and_an_edit_is_caught_on_both_stores(
