@@ -45,7 +45,16 @@ class Connected:
         through this connection and its error mapping, so that a locked or corrupt history is
         one line and exit 4, as for every other reading command."""
         with _errors(self.path):
-            return self._db.execute(sql, params).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
+        # fpmon writes no bytes: a BLOB is an edit made outside it (SQLite stores one in any
+        # column), and the readers would fail on it as if fpmon had a bug.
+        if any(isinstance(value, bytes) for row in rows for value in row):
+            raise HistoryError(
+                f"history {self.path}: a stored value is bytes where fpmon writes text: the"
+                " history was edited outside fpmon; run `fpmon verify` to find the record, and"
+                " restore the file from a copy or an export"
+            )
+        return rows
 
     def close(self) -> None:
         self._db.close()
