@@ -132,21 +132,12 @@ def verify_history(path: HistoryLocation, head: str | None = None) -> Verified:
     be in the chain (else the history was rewritten or cut after it, or pruned past it)."""
     if head is not None and not _HASH.match(head):
         raise ConfigError(f"--head {head[:80]!r}: expected the 64 hex digits of a seal's hash")
-    with open_history(path) as history, history.snapshot(), history.walk_started() as walked:
+    with open_history(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
-        # The caches are checked while the walk's threads read the records; a broken chain is
-        # said first, as when they were checked after it (whatever they make of an edited
-        # record: a BLOB where text was is no set member, for one).
-        try:
-            _verify_caches(history, checkpoints)
-            later: Exception | None = None
-        except Exception as exc:
-            later = exc
-        result = walked()
+        result = history.walk_chain(checkpoints)
         if result.broken is not None:
             raise ChainBroken(f"the chain is broken: {result.broken.describe()}")
-        if later is not None:
-            raise later
+        _verify_caches(history, checkpoints)
         seal = verify_seals(history, checkpoints)
         if head is not None and not history.has_seal(head):
             raise ChainBroken(

@@ -5,13 +5,11 @@ write one self-contained HTML file."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
 from fp_monitor import __version__
 from fp_monitor.config.settings import Config
-from fp_monitor.domain.chain import Walk
 from fp_monitor.domain.errors import ConfigError
 from fp_monitor.domain.models import LockEntry, Window
 from fp_monitor.domain.report import (
@@ -42,12 +40,7 @@ def build_report(
     """The report of the named targets (every target in the history when none) in `window`;
     `verify`: walk the whole chain for the audit block (linear in the history's size)."""
     lock = read_lock(config.baseline)
-    with (
-        open_history(config.history) as history,
-        history.snapshot(),
-        # The walk reads every record: it runs beside the report's own queries.
-        history.walk_started() if verify else nullcontext(None) as walked,
-    ):
+    with open_history(config.history) as history, history.snapshot():
         chosen = _chosen(history, names)
         first = {name: first_observed(history, name, window) for name in chosen}
         active = [name for name in chosen if first[name] is not None]
@@ -64,7 +57,7 @@ def build_report(
             targets=reports,
             idle=tuple(name for name in chosen if first[name] is None),
             records=history.count_observations(),
-            chain=_chain(walked(), len(history.checkpoints())) if walked else None,
+            chain=_chain(history) if verify else None,
         )
 
 
@@ -96,13 +89,15 @@ def _target(
     )
 
 
-def _chain(walked: Walk, checkpoints: int) -> ChainState:
-    """`fpmon verify`'s walk, of the report's read transaction."""
+def _chain(history: History) -> ChainState:
+    """`fpmon verify`'s walk, inside the report's read transaction."""
+    checkpoints = history.checkpoints()
+    walked = history.walk_chain(checkpoints)
     return ChainState(
         records=walked.records,
         head_id=walked.head_id,
         head_hash=walked.head_hash,
-        checkpoints=checkpoints,
+        checkpoints=len(checkpoints),
         broken=walked.broken.describe() if walked.broken else None,
     )
 

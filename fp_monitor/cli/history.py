@@ -122,7 +122,7 @@ def report(
         typer.Option(
             "--verify/--no-verify",
             help="Walk the hash chain for the audit block, as `fpmon verify` does (it hashes "
-            "every record: about 5 s of CPU per million, in two threads).",
+            "every record: about 5 s per million).",
         ),
     ] = True,
 ) -> int:

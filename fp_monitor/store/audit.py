@@ -4,13 +4,10 @@ them, the check rows as the records derive them, and pruning."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import operator
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +22,6 @@ from fp_monitor.domain.chain import (
     Link,
     Seal,
     SealedRow,
-    Segment,
     Walk,
     encoded_matches,
     row_hash,
@@ -41,13 +37,8 @@ from fp_monitor.store.rows import _FINGERPRINT_TOKEN, parse_timestamp, timestamp
 
 _LAST_ID = 2**63 - 1  # SQLite's largest INTEGER
 
-WALKERS = 2
-"""Threads that read and hash the records for verify's walk, each a part of them: SQLite
-encodes them (json_array) with the GIL released, so that the walk takes the cores there are."""
 _DECODED_HEADERS = 10_000
 """Distinct header sets derived_checks keeps decoded (a bound on its memory)."""
-_PARALLEL_RECORDS = 10_000
-"""Fewer records are walked on this connection: a thread's connection costs more."""
 
 # The columns of observations that are not TEXT: a TEXT column converts any number it is given
 # to text, so only these can hold a float. json_array writes a float with 15 significant
@@ -129,61 +120,6 @@ class Audit(Recording):
         """verify's walk of the records through `through_id`, crossing `checkpoints`."""
         parts = segments(self.chain_links(0, through_id), checkpoints)
         return walk(parts, checkpoints, self.record_place)
-
-    @contextmanager
-    def walk_started(self) -> Iterator[Callable[[], Walk]]:
-        """verify's walk of every record of this connection's read transaction (a snapshot),
-        started: WALKERS threads read and hash a part of the records each, on connections of
-        their own, while this one goes on with other queries. Yields what waits for the walk."""
-        checkpoints = self.checkpoints()
-        with _errors(self.path):
-            first, last = self._db.execute("SELECT min(id), max(id) FROM observations").fetchone()
-        if last is None or last - first < _PARALLEL_RECORDS:
-            yield lambda: self.walk_chain(checkpoints)
-            return
-        cuts = [first + (last - first + 1) * part // WALKERS for part in range(WALKERS + 1)]
-        ranges = [(lo, hi - 1) for lo, hi in itertools.pairwise(cuts)]
-        ranges[-1] = (ranges[-1][0], last)
-
-        def finish() -> Walk:
-            parts: list[Segment] = []
-            for (lo, hi), walked in zip(ranges, futures, strict=True):
-                found = walked.result()
-                # None: another connection saw another history (a prune or an import
-                # committed since this snapshot began): that part is read again in this one.
-                parts += found if found is not None else self.chain_segments(checkpoints, lo, hi)
-            return walk(parts, checkpoints, self.record_place)
-
-        with ThreadPoolExecutor(WALKERS, thread_name_prefix="fpmon-walk") as pool:
-            futures = [pool.submit(self._walk_part, checkpoints, lo, hi) for lo, hi in ranges]
-            try:
-                yield finish
-            finally:
-                for future in futures:
-                    future.cancel()
-
-    def _walk_part(
-        self, checkpoints: Sequence[Checkpoint], from_id: int, through_id: int
-    ) -> list[Segment] | None:
-        """The segments of the records from `from_id` through `through_id`, read in a
-        snapshot of another connection; None unless it holds the same checkpoints (then, the
-        same records up to the last one this connection sees: fpmon only appends records, and
-        a prune or an import leaves a checkpoint)."""
-        from fp_monitor.store.history import History  # which imports this module
-
-        other = History.open_readonly(self.path)
-        if other is None:
-            return None
-        with other, other.snapshot():
-            if other.checkpoints() != list(checkpoints):
-                return None
-            return other.chain_segments(checkpoints, from_id, through_id)
-
-    def chain_segments(
-        self, checkpoints: Sequence[Checkpoint], from_id: int, through_id: int
-    ) -> list[Segment]:
-        """The records from `from_id` through `through_id` gathered for the walk."""
-        return list(segments(self.chain_links(from_id, through_id), checkpoints))
 
     def record_place(self, record_id: int) -> tuple[str, str]:
         """(target, observed_at) of the record `record_id`, as a broken walk names it."""

@@ -24,7 +24,7 @@ from fp_monitor.domain.models import ErrorKind
 from fp_monitor.store import audit
 from fp_monitor.store.audit import _NUMBERS
 from fp_monitor.store.history import History
-from tests.unit.store.test_history import T0, obs, record
+from tests.unit.store.test_history import obs, record
 
 HOSTILE = 'fp_é\x01"\\\x7f\u2028𝄞'
 """A fingerprint no JSON encoder writes alike: non-ASCII, control characters, escapes."""
@@ -59,8 +59,8 @@ def execute(path: Path, sql: str, *args: Any) -> None:
 
 
 def walks(path: Path) -> list[Any]:
-    """The walk three ways: chain_hash on every record, SQLite's encoding on this connection,
-    and in threads (walk_started, as the report and verify run it)."""
+    """The walk two ways: chain_hash on every record, and SQLite's encoding (walk_chain, as
+    the report and verify run it)."""
     with History.open(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
         slow = walk(
@@ -69,19 +69,12 @@ def walks(path: Path) -> list[Any]:
             history.record_place,
         )
         fast = history.walk_chain(checkpoints)
-        with history.walk_started() as walked:
-            threaded = walked()
-    return [slow, fast, threaded]
-
-
-@pytest.fixture(autouse=True)
-def threads_for_a_few_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "_PARALLEL_RECORDS", 0)
+    return [slow, fast]
 
 
 def test_every_record_verifies_the_fast_way_or_the_slow_way_alike(path: Path) -> None:
-    slow, fast, threaded = walks(path)
-    assert slow == fast == threaded
+    slow, fast = walks(path)
+    assert slow == fast
     assert slow.broken is None and slow.records == 8 and slow.head_id == 8
 
 
@@ -128,8 +121,8 @@ EDITS: dict[str, tuple[str, tuple[Any, ...]]] = {
 def test_an_edit_the_encoding_could_hide_still_breaks_the_chain(path: Path, edit: str) -> None:
     sql, args = EDITS[edit]
     execute(path, sql, *args)
-    slow, fast, threaded = walks(path)
-    assert slow == fast == threaded
+    slow, fast = walks(path)
+    assert slow == fast
     assert slow.broken is not None and "was edited" in slow.broken.problem
     edited = int(sql.rsplit("id = ", 1)[1])
     assert slow.broken.id == edited and slow.broken.target == "grok"
@@ -155,30 +148,19 @@ def test_a_hash_forged_from_sqlites_encoding_does_not_verify(path: Path, forged:
         (_, _, _, text, *_) = db.execute(audit._ENCODED_RECORDS, (1, 1)).fetchone()
     if text is not None:  # NULL for a float outside latency_ms: nothing to forge from
         execute(path, "UPDATE observations SET hash = ? WHERE id = 1", sha256(text).hexdigest())
-    slow, fast, threaded = walks(path)
-    assert slow == fast == threaded
+    slow, fast = walks(path)
+    assert slow == fast
     assert slow.broken is not None and slow.broken.id == 1 and "was edited" in slow.broken.problem
 
 
-def test_a_record_moved_or_deleted_breaks_the_threads_walk_where_it_breaks_the_walk(
+def test_a_record_moved_or_deleted_breaks_the_fast_walk_where_it_breaks_the_walk(
     path: Path,
 ) -> None:
     execute(path, "DELETE FROM observations WHERE id = 5")
-    slow, fast, threaded = walks(path)
-    assert slow == fast == threaded
+    slow, fast = walks(path)
+    assert slow == fast
     assert slow.broken is not None and slow.broken.id == 6
     assert "a record between them was deleted" in slow.broken.problem
-
-
-def test_a_part_read_in_a_later_snapshot_is_read_again_in_this_one(path: Path) -> None:
-    with History.open(path) as history, history.snapshot():
-        checkpoints = history.checkpoints()
-        assert history.walk_chain(checkpoints).records == 8
-        with History.open(path) as other, other.write():
-            other.prune(other.prune_plan(T0.replace(year=2027)))
-        assert history._walk_part(checkpoints, 1, 8) is None  # it saw the prune
-        with history.walk_started() as walked:
-            assert walked() == history.walk_chain(checkpoints)
 
 
 # --- the encoding itself ------------------------------------------------------------------
@@ -232,5 +214,5 @@ def test_only_the_numeric_columns_can_hold_a_float(path: Path) -> None:
 
 def test_a_blob_anywhere_is_an_edit_not_a_crash(path: Path) -> None:
     execute(path, "UPDATE observations SET raw_response = X'00ff' WHERE id = 3")
-    slow, fast, threaded = walks(path)
-    assert slow == fast == threaded and slow.broken is not None and slow.broken.id == 3
+    slow, fast = walks(path)
+    assert slow == fast and slow.broken is not None and slow.broken.id == 3

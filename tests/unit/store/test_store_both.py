@@ -16,7 +16,6 @@ from fp_monitor.audit import verify_history
 from fp_monitor.config.history_url import PostgresURL, history_location
 from fp_monitor.domain.errors import ChainBroken, ConfigError, ExitCode, HistoryError
 from fp_monitor.domain.models import ALL_SOURCES, ErrorKind, Status, Window
-from fp_monitor.store import audit
 from fp_monitor.store.history import History
 from fp_monitor.store.migrations import MIGRATIONS
 from fp_monitor.store.postgres import migration_sql
@@ -73,12 +72,11 @@ def test_prune_leaves_a_checkpoint_that_verifies_on_both_stores(history: History
     assert result.broken is None and (result.records, result.head_id) == (1, 3)
 
 
-def test_the_walk_in_threads_is_the_walk_on_both_stores(
-    history: History, history_url: str, monkeypatch: pytest.MonkeyPatch
+def test_the_walk_crosses_a_prune_and_stops_at_an_edit_on_both_stores(
+    history: History, history_url: str
 ) -> None:
-    """Threads on connections of their own (however few the records), across a prune's
+    """walk_chain (SQLite's encoding on SQLite, fpmon's on PostgreSQL) across a prune's
     checkpoint, and when a record was edited."""
-    monkeypatch.setattr(audit, "_PARALLEL_RECORDS", 0)
     for day in range(6):
         record(history, [obs("fp_a", at=T0 + timedelta(day))] * 2, at=T0 + timedelta(day))
     with history.write():
@@ -86,12 +84,11 @@ def test_the_walk_in_threads_is_the_walk_on_both_stores(
     for edited in (False, True):
         if edited:
             edit_stored(history_url, "UPDATE observations SET fingerprint = 'fp_x' WHERE id = 9")
-        with history.snapshot(), history.walk_started() as walked:
-            threaded = walked()
-            assert threaded == history.walk_chain(history.checkpoints())
+        with history.snapshot():
+            walked = history.walk_chain(history.checkpoints())
         # records 5 to 12 after the prune; the walk stops at the edited one, 9
-        assert (threaded.records, threaded.head_id) == ((5, 8) if edited else (8, 12))
-        assert (threaded.broken is not None) is edited
+        assert (walked.records, walked.head_id) == ((5, 8) if edited else (8, 12))
+        assert (walked.broken is not None) is edited
 
 
 def test_seals_and_the_derived_tables_verify_and_an_edit_is_caught_on_both_stores(
