@@ -130,8 +130,8 @@ SAMPLED_SUSPECT_P = 0.5
 confirmation samples: one token per sample carries little, so evidence is bought where it is
 needed, not at every check. Loose on purpose: three samples a check cannot prove a change
 within ten checks, so the first hint of one (the least of the window p-values, corrected,
-under one half) buys the samples that can; an unchanged model pays for it with about one
-sample a check on average."""
+under one half) buys the samples that can; an unchanged model pays for it with one or two
+samples a check on average."""
 EFFECT_FLOOR = 0.15
 """sampled: the least total-variation distance that is an alarm."""
 SAMPLED_MIN = 60
