@@ -26,12 +26,16 @@ differ in numerics by 4x the noise; 3 samples per check; learning as `fpmon chec
 tokens ~ N(0, 1.5), an uncertain first token. Response-to-response noise on each logit:
 - `gaussian`: N(0, 0.05);
 - `heavy`: Student t with 3 degrees scaled to the same spread, and 2% of responses with 5x the
-  noise (outliers), so that the method is not tuned to its own fake.
+  noise (outliers), so that the method is not tuned to its own fake;
+- `flat` (a robustness row, not among the defaults; added after the method was settled):
+  first-token logits ~ N(0, 1.0), a flatter first token that sampling tells apart less
+  easily, and Student t noise with 2 degrees (no finite variance).
 A silent perturbation moves the 0.3 configuration's logits by N(0, m x 0.05) (m x the noise)
 from a check after learning on; a substitution serves another model behind the same
 fingerprints from then on.
 
-    python benchmarks/canary.py [--seeds 20] [--checks 10000] [--jobs 2]
+    python benchmarks/canary.py [--seeds 20] [--seed-base 0] [--checks 10000] [--jobs 2]
+        [--models gaussian,heavy,flat] [--changes substitution,10]
 
 Needs numpy (a dev dependency) for the permutation baseline only.
 """
@@ -52,8 +56,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fp_monitor.domain.canary import (
-    CONFIRM,
     CONFIRM_ROUNDS,
+    RECENT,
     CanaryMode,
     CanarySample,
     CanaryStatus,
@@ -80,8 +84,9 @@ PEER_EFFECT = 0.1
 PERM_ALPHA = 0.05
 HORIZON = 200  # checks after the change: not caught by then is missed
 CHANGE_AT = 60  # learning ends at about check 27 with the defaults
-RECENT = 120
 MODELS = ("gaussian", "heavy")
+ROBUSTNESS = "flat"
+"""A noise model the method was not built on: flatter first tokens, a heavier tail."""
 
 
 # --- the fleet --------------------------------------------------------------------------------
@@ -96,9 +101,10 @@ class Fleet:
     @classmethod
     def make(cls, seed: int, noise_model: str) -> Fleet:
         rng = np.random.default_rng(seed)
-        a = rng.normal(0, 1.5, len(VOCAB))
+        spread = 1.0 if noise_model == ROBUSTNESS else 1.5
+        a = rng.normal(0, spread, len(VOCAB))
         b = a + rng.normal(0, 4 * NOISE, len(VOCAB))
-        c = rng.normal(0, 1.5, len(VOCAB))
+        c = rng.normal(0, spread, len(VOCAB))
         return cls([a, b, c], np.random.default_rng(seed + 1_000_000), noise_model)
 
     def perturb(self, size: float | str, seed: int) -> None:
@@ -121,6 +127,10 @@ class Fleet:
         n = len(VOCAB)
         if self.noise_model == "gaussian":
             noise = self.rng.normal(0, NOISE, n)
+        elif self.noise_model == ROBUSTNESS:
+            # Student t with 2 degrees: no finite variance; its interquartile range made that
+            # of the Gaussian's (1.63 against 1.35 for one unit).
+            noise = self.rng.standard_t(2, n) * NOISE * 1.35 / 1.63
         else:
             noise = self.rng.standard_t(3, n) * NOISE / math.sqrt(3)
             if self.rng.random() < 0.02:
@@ -170,14 +180,14 @@ class Canary:
             self.signatures, samples, mode=self.mode, learning=learning, recent=self.recent
         )
         extra: list[Response] = []
-        # As `fpmon check` does (check.py _confirm): up to CONFIRM_ROUNDS rounds of CONFIRM
-        # more samples while the verdict stays a suspect.
+        # As `fpmon check` does (check.py _confirm): up to CONFIRM_ROUNDS rounds of the
+        # verdict's confirmation samples while it stays a suspect.
         for _ in range(CONFIRM_ROUNDS):
             if not judged.verdict.wants_confirmation:
                 break
-            more = fleet.draw(CONFIRM)
+            more = fleet.draw(judged.verdict.confirmation_samples)
             extra += more
-            self.confirmations += CONFIRM
+            self.confirmations += len(more)
             samples += [r.canary() for r in more]
             judged = judge(
                 self.signatures, samples, mode=self.mode, learning=learning, recent=self.recent
@@ -402,11 +412,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--models", default=",".join(MODELS), help="noise models: gaussian,heavy")
+    parser.add_argument(
+        "--seed-base", type=int, default=0, help="the first seed (another base: fresh seeds)"
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"noise models: gaussian,heavy,{ROBUSTNESS}"
+    )
+    parser.add_argument(
+        "--changes",
+        default=",".join(map(str, [*SIZES, SUBSTITUTION])),
+        help="the changes measured: sizes in noise widths, and/or substitution",
+    )
     args = parser.parse_args(argv)
     models = args.models.split(",")
-    seeds = list(range(args.seeds))
-    changes: list[float | str] = [*SIZES, SUBSTITUTION]
+    seeds = list(range(args.seed_base, args.seed_base + args.seeds))
+    changes: list[float | str] = [
+        c if c == SUBSTITUTION else int(c) for c in args.changes.split(",")
+    ]
     jobs = [(s, m, args.checks, None) for m in models for s in seeds]
     jobs += [(s, m, CHANGE_AT + HORIZON, c) for m in models for c in changes for s in seeds]
     started = time.perf_counter()
@@ -417,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = dict(_job(job) for job in jobs)
     elapsed = time.perf_counter() - started
     print(
-        f"canary benchmark: {len(seeds)} seeds x {args.checks} checks per noise model; "
+        f"canary benchmark: {len(seeds)} seeds (from {args.seed_base}) x {args.checks} checks "
+        "per noise model; "
         f"3 configurations (shares {'/'.join(map(str, SHARES))}, the first two under one "
         f"fingerprint), {SAMPLES} samples/check, noise {NOISE} nats per logit; "
         f"{len(jobs)} runs in {elapsed:.0f}s"

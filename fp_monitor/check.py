@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from fp_monitor.config.settings import Config, Target, runtime_canary
-from fp_monitor.domain.canary import CONFIRM, CONFIRM_ROUNDS, WINDOW, CanaryMode, Signature
+from fp_monitor.domain.canary import CONFIRM_ROUNDS, RECENT, CanaryMode, Signature
 from fp_monitor.domain.detect import detect
 from fp_monitor.domain.drift import CanaryContext, judge_check, with_verdict
 from fp_monitor.domain.errors import ConfigError, ExitCode, most_severe
@@ -199,7 +199,7 @@ def _canary_context(
     return CanaryContext(
         mode=mode,
         signatures=canary_signatures(history, name) if history else (),
-        recent=tuple(canary_recent(history, name, 4 * WINDOW)) if history else (),
+        recent=tuple(canary_recent(history, name, RECENT)) if history else (),
         locked=entry is not None,
         accepted=None if entry is None else entry.canary,
     )
@@ -213,13 +213,14 @@ def _confirm(
     observations: list[list[Observation]],
     options: CheckOptions,
 ) -> list[list[Observation]]:
-    """A target whose canary has a suspect (one unusual response) takes CONFIRM more samples
-    in this check, up to CONFIRM_ROUNDS times while it stays a suspect: if they reach the
-    configuration that changed, it is confirmed now."""
+    """A target whose canary has a suspect (one unusual response, or a window leaning away)
+    takes more samples (as many as its verdict asks) in this check, up to CONFIRM_ROUNDS
+    times while it stays a suspect: if they reach the configuration that changed, it is
+    confirmed now."""
     now = datetime.now(UTC)
     confirmed = list(observations)
     for _ in range(CONFIRM_ROUNDS):
-        suspects = []
+        suspects, sizes = [], []
         for i, (target, mode) in enumerate(zip(targets, modes, strict=True)):
             if mode is CanaryMode.OFF:
                 continue
@@ -230,11 +231,12 @@ def _confirm(
             verdict, _ = judge_check(context, confirmed[i], learning=learning)
             if verdict.wants_confirmation:
                 suspects.append(i)
+                sizes.append(verdict.confirmation_samples)
         if not suspects:
             break
         more = probe(
             [targets[i] for i in suspects],
-            [CONFIRM] * len(suspects),
+            sizes,
             concurrency=options.concurrency,
             canary=[modes[i] for i in suspects],
         )

@@ -40,11 +40,12 @@ sampled. A signature is a count of first tokens per fingerprint, learned while t
 learns and not taught after (a change's first samples look like it before they are told
 apart). After learning, the newest samples of the fingerprint, at each of the SCAN lengths,
 are compared with each known signature by a G-test of homogeneity (Williams' correction, rare
-tokens pooled) and by a surprisal test (are they as likely under the signature as its own
-samples are?); the least p-value, corrected for the tests taken, decides: `drift` needs
-p < SAMPLED_DRIFT_P and a total-variation distance of at least EFFECT_FLOOR, so a tiny but
-significant shift is not an alarm; p < SAMPLED_SUSPECT_P is a `suspect`, which takes the
-confirmation samples.
+tokens pooled) and by a surprisal test (are they as likely as the signature's own samples?
+a permutation test over both, so that it holds however few samples the signature has); the
+least p-value, corrected for the tests taken, decides: `drift` needs p < SAMPLED_DRIFT_P and
+a total-variation distance of at least EFFECT_FLOOR, so a tiny but significant shift is not
+an alarm; p < SAMPLED_SUSPECT_P, the first hint of a change, is a `suspect`, which takes
+SAMPLED_CONFIRM confirmation samples a round.
 
 Pure: samples and signatures in, a verdict and the updated signatures out. No I/O, no clock.
 """
@@ -101,15 +102,20 @@ first sees it whenever one of them reaches the same configuration (each costs on
 CONFIRM_ROUNDS = 2
 """Rounds of CONFIRM samples while a suspect stays unconfirmed: a configuration serving 30%
 of calls is missed by both with probability 0.7^12 = 1.4%."""
+SAMPLED_CONFIRM = 9
+"""sampled: samples a confirmation round adds. A first token carries far less than a top-20
+list, and a sampled suspect is a window leaning away from its signature, not one response:
+its evidence is bought in larger steps."""
 CANDIDATES = 4
 """Unconfirmed behaviours remembered per target (the newest): a change is confirmed within a
 check or two (see CONFIRM), while each remembered outlier is one more chance of a false match."""
 AGREE_P = 0.05
 """Two agreeing responses are as close as two of one configuration: in the bulk of the noise."""
 
-WINDOW = 30
-"""The target's recent samples that a check reads are 4 WINDOWs (sampled mode tests them)."""
-SCAN = (12, 18, 24, 30, 45, 60)
+RECENT = 240
+"""The target's newest samples (of every fingerprint) that a check reads: sampled mode tests
+windows of them, up to the longest SCAN of one fingerprint."""
+SCAN = (12, 18, 24, 30, 45, 60, 90, 120)
 """sampled: the newest samples tested, at each of these lengths (those there are): a change
 fills a short window with new samples checks before it fills a long one, where the samples
 from before it dilute the evidence; a long one sees a subtler change. The least p-value
@@ -119,10 +125,13 @@ SMOOTHING = 0.5
 """sampled: added to every token's count (Jeffreys) when the surprisal test takes shares."""
 CHERNOFF_MAX_RATE = 20.0
 """The surprisal test's search for the tightest Chernoff bound stops at this rate."""
-SAMPLED_SUSPECT_P = 0.05
+SAMPLED_SUSPECT_P = 0.5
 """sampled: below this (and above SAMPLED_DRIFT_P) the check is a suspect and takes the
 confirmation samples: one token per sample carries little, so evidence is bought where it is
-needed, not at every check."""
+needed, not at every check. Loose on purpose: three samples a check cannot prove a change
+within ten checks, so the first hint of one (the least of the window p-values, corrected,
+under one half) buys the samples that can; an unchanged model pays for it with one or two
+samples a check on average."""
 EFFECT_FLOOR = 0.15
 """sampled: the least total-variation distance that is an alarm."""
 SAMPLED_MIN = 60
@@ -233,6 +242,13 @@ class CanaryVerdict:
     def wants_confirmation(self) -> bool:
         """A suspect: more samples in this check can confirm it (or not)."""
         return self.status is CanaryStatus.SUSPECT
+
+    @property
+    def confirmation_samples(self) -> int:
+        """Samples the next confirmation round takes (0 without a suspect)."""
+        if not self.wants_confirmation:
+            return 0
+        return SAMPLED_CONFIRM if self.mode is CanaryMode.SAMPLED else CONFIRM
 
 
 @dataclass(frozen=True)
@@ -715,23 +731,34 @@ def _scan(reference: Mapping[str, int], sequence: Sequence[str]) -> tuple[float,
 
 
 def surprisal_test(reference: Mapping[str, int], window: Sequence[str]) -> float:
-    """The p-value that the window's tokens are, on average, as likely under the signature as
-    the signature's own samples are: their mean surprisal (-log of the signature's smoothed
-    share of the token) against the leave-one-out surprisals of its samples, whose
-    distribution is the null; a Chernoff bound on the tail, so never smaller than the truth
-    under that null. Leaving each sample out gives a token seen once the surprisal of a token
-    never seen, so the rare tokens of an unchanged model are no evidence."""
-    n = sum(reference.values())
-    if n < 2 or not window:
+    """The p-value that the window's tokens are, on average, as likely as the signature's own
+    samples are: a permutation test on surprisal. The signature's samples and the window's are
+    pooled; each token's surprisal is -log of its smoothed share among the pooled samples with
+    that one sample left out; under "the same model" the window is any m of the pooled samples,
+    so its mean surprisal is compared with the mean of m drawn from all of them (a Chernoff
+    bound on the tail, which also bounds drawing without replacement: never smaller than the
+    truth).
+
+    Pooled, not the signature's alone: a signature of a few dozen samples has not seen a good
+    part of its own model's rare tokens, and a window that meets a few of them must not look
+    foreign on that account (a null taken from the signature alone, as before, did: one false
+    `drift` in 200,000 checks under heavy-tailed noise). Leaving each sample out gives a token
+    seen once the surprisal of a token never seen, so an unchanged model's rare tokens are no
+    evidence; a model that favours tokens the signature hardly knows still gives a window of
+    high surprisal."""
+    if not window or sum(reference.values()) < 2:
         return 1.0
-    kinds = len(reference) + 1  # the tokens seen, and the unseen ones as one more
+    pooled = Counter(reference)
+    pooled.update(window)
+    n = sum(pooled.values())
+    kinds = len(pooled) + 1  # the tokens seen, and the unseen ones as one more
 
-    def surprisal(count: int, total: int) -> float:
-        return -math.log((count + SMOOTHING) / (total + SMOOTHING * kinds))
+    def surprisal(token: str) -> float:
+        return -math.log((pooled[token] - 1 + SMOOTHING) / (n - 1 + SMOOTHING * kinds))
 
-    null = [(count / n, surprisal(count - 1, n - 1)) for count in reference.values()]
+    null = [(count / n, surprisal(token)) for token, count in pooled.items()]
     mean = sum(share * value for share, value in null)
-    observed = statistics.fmean(surprisal(reference.get(t, 0), n) for t in window)
+    observed = statistics.fmean(surprisal(t) for t in window)
     if observed <= mean:
         return 1.0
 
@@ -757,7 +784,7 @@ def replay(
         signatures = judge(
             signatures, samples, mode=mode, learning=learning, recent=recent
         ).signatures
-        recent = [*recent, *samples][-4 * WINDOW :]
+        recent = [*recent, *samples][-RECENT:]
     return signatures
 
 
