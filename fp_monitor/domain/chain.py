@@ -273,22 +273,6 @@ Locate = Callable[[int], tuple[str, str]]
 """The target and observed_at of a record, by id: what a break names (read only then)."""
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Records in id order, each chained to the one before it, no checkpoint between them:
-    the walk checks them as one record. A record whose content does not match its hash is a
-    segment of its own (`intact` False)."""
-
-    first_id: int
-    prev_hash: str
-    """The first record's."""
-    last_id: int
-    hash: str
-    """The last record's."""
-    records: int
-    intact: bool
-
-
 def row_links(rows: Iterable[Row]) -> Iterator[Link]:
     """The links of rows read whole (id, hash and the chained columns): each hashed here."""
     for row in rows:
@@ -297,35 +281,6 @@ def row_links(rows: Iterable[Row]) -> Iterator[Link]:
         except TypeError:  # a value JSON cannot hold (a BLOB): fpmon never writes one
             intact = False
         yield row["id"], row["prev_hash"], row["hash"], intact
-
-
-def segments(links: Iterable[Link], checkpoints: Sequence[Checkpoint]) -> Iterator[Segment]:
-    """The links (in id order) gathered into segments, cut before each record that does not
-    chain to the one before it, around each that does not match its hash, and at each
-    checkpoint: so that walking the segments is walking the records, a record at a time."""
-    cuts = sorted({c.after_id for c in checkpoints}, reverse=True)
-    first = None
-    last_id, last_hash, count = 0, "", 0
-    for id_, prev_hash, hash_, intact in links:
-        while cuts and cuts[-1] < last_id:
-            cuts.pop()
-        if (
-            first is not None
-            and intact
-            and prev_hash == last_hash
-            and not (cuts and cuts[-1] < id_)
-        ):
-            last_id, last_hash, count = id_, hash_, count + 1
-            continue
-        if first is not None:
-            yield Segment(first[0], first[1], last_id, last_hash, count, True)
-        if intact:
-            first, last_id, last_hash, count = (id_, prev_hash), id_, hash_, 1
-        else:
-            yield Segment(id_, prev_hash, id_, hash_, 1, False)
-            first, last_id, last_hash = None, id_, hash_
-    if first is not None:
-        yield Segment(first[0], first[1], last_id, last_hash, count, True)
 
 
 @dataclass(frozen=True)
@@ -338,9 +293,9 @@ class Walk:
     broken: Break | None
 
 
-def walk(parts: Iterable[Segment], checkpoints: Sequence[Checkpoint], locate: Locate) -> Walk:
-    """Check each record (as `segments` gathers them, in id order) against its own hash and
-    against the record before it, crossing the recorded checkpoints; stop at the first break."""
+def walk(links: Iterable[Link], checkpoints: Sequence[Checkpoint], locate: Locate) -> Walk:
+    """Check each record (in id order) against its own hash and against the record before it,
+    crossing the recorded checkpoints; stop at the first break."""
     head_id, expected = 0, GENESIS_HASH
     prunes = [c for c in checkpoints if c.kind is CheckpointKind.PRUNE]
     for prune in prunes:
@@ -354,22 +309,21 @@ def walk(parts: Iterable[Segment], checkpoints: Sequence[Checkpoint], locate: Lo
         key=lambda c: c.after_id,
     )
     count = 0
-    for part in parts:
+    for record_id, prev_hash, hash_, intact in links:
         count += 1
-        while junctions and junctions[0].after_id < part.first_id:
+        while junctions and junctions[0].after_id < record_id:
             junction = junctions.pop(0)
             if junction.from_hash != expected:
-                problem = _link_problem(head_id, part.first_id)
-                return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
+                problem = _link_problem(head_id, record_id)
+                return Walk(count, head_id, expected, _break(locate, record_id, problem))
             expected = junction.hash
-        if not part.intact:
+        if not intact:
             problem = "was edited: its content no longer matches its hash"
-            return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
-        if part.prev_hash != expected:
-            problem = _link_problem(head_id, part.first_id)
-            return Walk(count, head_id, expected, _break(locate, part.first_id, problem))
-        count += part.records - 1
-        head_id, expected = part.last_id, part.hash
+            return Walk(count, head_id, expected, _break(locate, record_id, problem))
+        if prev_hash != expected:
+            problem = _link_problem(head_id, record_id)
+            return Walk(count, head_id, expected, _break(locate, record_id, problem))
+        head_id, expected = record_id, hash_
     if junctions:
         return Walk(count, head_id, expected, _checkpoint_break(junctions[0]))
     return Walk(count, head_id, expected, None)

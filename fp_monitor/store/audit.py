@@ -27,7 +27,6 @@ from fp_monitor.domain.chain import (
     row_hash,
     row_links,
     sealed_columns,
-    segments,
     walk,
 )
 from fp_monitor.store.connection import _errors
@@ -118,8 +117,7 @@ class Audit(Recording):
 
     def walk_chain(self, checkpoints: Sequence[Checkpoint], through_id: int = _LAST_ID) -> Walk:
         """verify's walk of the records through `through_id`, crossing `checkpoints`."""
-        parts = segments(self.chain_links(0, through_id), checkpoints)
-        return walk(parts, checkpoints, self.record_place)
+        return walk(self.chain_links(0, through_id), checkpoints, self.record_place)
 
     def record_place(self, record_id: int) -> tuple[str, str]:
         """(target, observed_at) of the record `record_id`, as a broken walk names it."""

@@ -12,7 +12,6 @@ from fp_monitor.domain.chain import (
     Walk,
     chain_hash,
     row_links,
-    segments,
     walk,
 )
 
@@ -49,4 +48,4 @@ def test_an_edited_site_breaks_the_walk() -> None:
 
 def walked(rows: list[dict[str, Any]]) -> Walk:
     by_id = {row["id"]: (row["target"], row["observed_at"]) for row in rows}
-    return walk(segments(row_links(rows), []), [], by_id.__getitem__)
+    return walk(row_links(rows), [], by_id.__getitem__)

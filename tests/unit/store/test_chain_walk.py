@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fp_monitor.domain.canary import CanarySample
-from fp_monitor.domain.chain import _ENCODER, CHAINED_COLUMNS, row_links, segments, walk
+from fp_monitor.domain.chain import _ENCODER, CHAINED_COLUMNS, row_links, walk
 from fp_monitor.domain.models import ErrorKind
 from fp_monitor.store import audit
 from fp_monitor.store.audit import _NUMBERS
@@ -64,7 +64,7 @@ def walks(path: Path) -> list[Any]:
     with History.open(path) as history, history.snapshot():
         checkpoints = history.checkpoints()
         slow = walk(
-            segments(row_links(history.iter_chain()), checkpoints),
+            row_links(history.iter_chain()),
             checkpoints,
             history.record_place,
         )
