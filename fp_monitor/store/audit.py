@@ -29,10 +29,10 @@ from fp_monitor.domain.chain import (
     sealed_columns,
     walk,
 )
-from fp_monitor.store.connection import _errors
+from fp_monitor.store.connection import history_errors
 from fp_monitor.store.facts import merge_known
-from fp_monitor.store.recording import _SEAL_COLUMNS, Recording
-from fp_monitor.store.rows import _FINGERPRINT_TOKEN, parse_timestamp, timestamp
+from fp_monitor.store.recording import SEAL_COLUMNS, Recording
+from fp_monitor.store.rows import FINGERPRINT_TOKEN, parse_timestamp, timestamp
 
 _LAST_ID = 2**63 - 1  # SQLite's largest INTEGER
 
@@ -81,7 +81,7 @@ class Audit(Recording):
     ) -> Iterator[dict[str, Any]]:
         """Every record (id, the chained columns and hash) in chain order, read as consumed."""
         columns = ("id", *RECORD_FIELDS)
-        with _errors(self.path):
+        with history_errors(self.path):
             cursor = self._db.execute(
                 f"SELECT {', '.join(columns)} FROM observations WHERE id BETWEEN ? AND ?"
                 " ORDER BY id",
@@ -121,7 +121,7 @@ class Audit(Recording):
 
     def record_place(self, record_id: int) -> tuple[str, str]:
         """(target, observed_at) of the record `record_id`, as a broken walk names it."""
-        with _errors(self.path):
+        with history_errors(self.path):
             found = self._db.execute(
                 "SELECT target, observed_at FROM observations WHERE id = ?", (record_id,)
             ).fetchone()
@@ -130,7 +130,7 @@ class Audit(Recording):
     def check_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every check row as stored: id, check_id, target, source, checked_at, status,
         fingerprints, models, headers, errors."""
-        with _errors(self.path):
+        with history_errors(self.path):
             yield from self._db.execute(
                 "SELECT id, check_id, target, source, checked_at, status, fingerprints, models,"
                 " headers, errors FROM checks ORDER BY id"
@@ -139,9 +139,9 @@ class Audit(Recording):
     def derived_checks(self) -> dict[tuple[str, str, str], CheckSets]:
         """(check_id, target, source) -> what the check's chained records give its row."""
         found: dict[tuple[str, str, str], CheckSets] = {}
-        with _errors(self.path):
+        with history_errors(self.path):
             cursor = self._db.execute(
-                f"SELECT check_id, target, source, {_FINGERPRINT_TOKEN}, resolved_model, headers,"
+                f"SELECT check_id, target, source, {FINGERPRINT_TOKEN}, resolved_model, headers,"
                 " error_kind FROM observations"
             )
             # The records of a history repeat a few header sets: each is decoded once.
@@ -167,8 +167,8 @@ class Audit(Recording):
         return found
 
     def seals(self) -> Iterator[Seal]:
-        with _errors(self.path):
-            for values in self._db.execute(f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id"):
+        with history_errors(self.path):
+            for values in self._db.execute(f"SELECT {SEAL_COLUMNS} FROM chain_seals ORDER BY id"):
                 yield Seal(*values)
 
     def sealed_rows(
@@ -181,7 +181,7 @@ class Audit(Recording):
         if table is not None:
             where, order = where + " AND tbl = ?", "row_id, seal"
             params.append(table)
-        with _errors(self.path):
+        with history_errors(self.path):
             for values in self._db.execute(
                 "SELECT seal, tbl, row_id, row_hash, checked_at, after_id FROM sealed_rows"
                 f" WHERE {where} ORDER BY {order}",
@@ -199,13 +199,13 @@ class Audit(Recording):
         else:
             name = "the {1} checkpoint after record {2}"
             named = operator.itemgetter(0, columns.index("kind"), columns.index("after_id"))
-        with _errors(self.path):
+        with history_errors(self.path):
             for values in self._db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"):
                 yield values[0], row_hash(table, values), name.format(*named(values))
 
     def record_at(self, record_id: int) -> tuple[str, str] | None:
         """(hash, observed_at) of the record `record_id`, None when there is none."""
-        with _errors(self.path):
+        with history_errors(self.path):
             found = self._db.execute(
                 "SELECT hash, observed_at FROM observations WHERE id = ?", (record_id,)
             ).fetchone()
@@ -213,14 +213,14 @@ class Audit(Recording):
 
     def first_record(self) -> tuple[int, str] | None:
         """(id, observed_at) of the first record, None when there is none."""
-        with _errors(self.path):
+        with history_errors(self.path):
             found = self._db.execute(
                 "SELECT id, observed_at FROM observations ORDER BY id LIMIT 1"
             ).fetchone()
         return None if found is None else (found[0], found[1])
 
     def has_seal(self, seal_hash: str) -> bool:
-        with _errors(self.path):
+        with history_errors(self.path):
             return bool(
                 self._db.execute(
                     "SELECT 1 FROM chain_seals WHERE hash = ?", (seal_hash,)
@@ -228,7 +228,7 @@ class Audit(Recording):
             )
 
     def checkpoints(self) -> list[Checkpoint]:
-        with _errors(self.path):
+        with history_errors(self.path):
             return [
                 Checkpoint(
                     self._decode(f"checkpoint {id_}", "kind", CheckpointKind, kind),
@@ -248,7 +248,7 @@ class Audit(Recording):
         """What pruning before `cutoff` deletes: the records from the start of the chain up to
         the first one observed at or after `cutoff`, and the checks before `cutoff` except each
         target's latest successful one (detection's previous set)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             first_kept = self._db.execute(
                 "SELECT id FROM observations WHERE observed_at >= ? ORDER BY id LIMIT 1",
                 (timestamp(cutoff),),
@@ -264,7 +264,7 @@ class Audit(Recording):
 
     def prune(self, plan: PrunePlan) -> None:
         """Delete what `plan` names and leave a checkpoint; call inside `write()`."""
-        with _errors(self.path):
+        with history_errors(self.path):
             if plan.observations:
                 (last_hash,) = self._db.execute(
                     "SELECT hash FROM observations WHERE id = ?", (plan.last_id,)
@@ -329,7 +329,7 @@ class Audit(Recording):
 
     def vacuum(self) -> None:
         """Give the space of deleted rows back to the file system (outside any transaction)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             self._db.execute("VACUUM")
             # In WAL mode the compacted file first lands in the WAL; while another process
             # (a `fpmon watch`) keeps the history open, only a checkpoint shrinks the files.

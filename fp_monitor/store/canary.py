@@ -23,9 +23,9 @@ from fp_monitor.domain.canary import (
     signature_from_data,
 )
 from fp_monitor.domain.models import TargetState, Window, fingerprint_token
-from fp_monitor.store.connection import _errors
+from fp_monitor.store.connection import history_errors
 from fp_monitor.store.history import History
-from fp_monitor.store.rows import _window, parse_timestamp, timestamp
+from fp_monitor.store.rows import parse_timestamp, timestamp, window_clause
 
 LOGPROBS = "logprobs"
 """What `canary_refusals.refused` holds for a 400 to `logprobs` / `top_logprobs`."""
@@ -49,7 +49,7 @@ def save_canary(
 ) -> None:
     """Store the signatures a check left, and a refusal of the logprob parameters (its first
     moment is kept); call inside `history.write()`."""
-    with _errors(history.path):
+    with history_errors(history.path):
         history._db.execute(
             "INSERT INTO canary_signatures (target, signatures, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (target) DO UPDATE"
@@ -92,7 +92,7 @@ def canary_verdicts(
     history: History, target: str, window: Window
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """The canary verdicts of the target's checks in `window`, oldest first."""
-    where, params = _window("checked_at", window)
+    where, params = window_clause("checked_at", window)
     rows = history.fetch_all(
         f"SELECT checked_at, canary FROM checks WHERE target = ?{where}"
         " AND canary IS NOT NULL ORDER BY checked_at, id",

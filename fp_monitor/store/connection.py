@@ -44,7 +44,7 @@ class Connected:
         """The rows of one query, for the store's reading modules (report, canary, sites):
         through this connection and its error mapping, so that a locked or corrupt history is
         one line and exit 4, as for every other reading command."""
-        with _errors(self.path):
+        with history_errors(self.path):
             rows = self._db.execute(sql, params).fetchall()
         # fpmon writes no bytes: a BLOB is an edit made outside it (SQLite stores one in any
         # column), and the readers would fail on it as if fpmon had a bug.
@@ -87,7 +87,7 @@ class Connected:
             ) from None
 
 
-def _enable_wal(db: sqlite3.Connection) -> None:
+def enable_wal(db: sqlite3.Connection) -> None:
     """Switch to WAL; SQLite does not apply the busy timeout to this pragma, so processes
     creating one history at the same moment wait here instead of failing."""
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
@@ -101,11 +101,11 @@ def _enable_wal(db: sqlite3.Connection) -> None:
             time.sleep(random.uniform(0.01, 0.05))
 
 
-def _create_private(path: Path) -> None:
+def create_private(path: Path) -> None:
     """Create the file readable by its owner only, before SQLite creates it with the umask."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        _refuse_special(path)
+        refuse_special(path)
     except FileNotFoundError:
         # Not O_EXCL, which refuses a symlink to nothing: SQLite then made its target 0644.
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -120,7 +120,7 @@ _SPECIAL_FILES = (
 )
 
 
-def _refuse_special(path: Path) -> None:
+def refuse_special(path: Path) -> None:
     """HistoryError unless the history (FileNotFoundError when it is missing) and the -wal and
     -shm files SQLite keeps beside it are regular files: SQLite waits forever on a FIFO."""
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -156,7 +156,7 @@ def _why_unwritable(path: Path, problem: str) -> str:
 
 
 @contextmanager
-def _errors(path: HistoryLocation) -> Iterator[None]:
+def history_errors(path: HistoryLocation) -> Iterator[None]:
     """sqlite3 and OS errors -> HistoryError naming the file and what to do (PostgreSQL's
     connection turns its driver's errors into HistoryError itself)."""
     try:

@@ -17,13 +17,13 @@ from fp_monitor.domain.models import (
     TargetState,
     fingerprint_token,
 )
-from fp_monitor.store.connection import Connected, _errors
+from fp_monitor.store.connection import Connected, history_errors
 from fp_monitor.store.rows import (
-    _FINGERPRINT_TOKEN,
-    _TRAFFIC_STATUSES,
-    _header_sets,
-    _value_set,
+    FINGERPRINT_TOKEN,
+    TRAFFIC_STATUSES_SQL,
+    header_sets,
     parse_timestamp,
+    value_set,
 )
 
 
@@ -38,7 +38,7 @@ class Facts(Connected):
         `by_source`, (target, field, value) over every source."""
         group = "target, source" if by_source else "target"
         found: dict[KnownKey, KnownCount] = {}
-        for field, column in (("fingerprint", _FINGERPRINT_TOKEN), ("model", "resolved_model")):
+        for field, column in (("fingerprint", FINGERPRINT_TOKEN), ("model", "resolved_model")):
             # First seen: the observed_at of the first record with the value (min(id)), joined
             # back (PostgreSQL has no bare columns beside an aggregate, as SQLite has).
             cursor = self._db.execute(
@@ -102,7 +102,7 @@ class Facts(Connected):
                 "SELECT field, value, min(first_seen), sum(samples) FROM known_values_by_source "
                 f"WHERE target = ?{only} GROUP BY field, value"
             )
-        with _errors(self.path):
+        with history_errors(self.path):
             # By time, then by id: records imported from an older history never become the
             # "previous" check of a newer one.
             latest = (
@@ -150,9 +150,9 @@ class Facts(Connected):
             return TargetFacts(**common)
         check = f"check row {previous[0]}"
         return TargetFacts(
-            previous_fingerprints=self._decode(check, "fingerprints", _value_set, previous[1]),
-            previous_models=self._decode(check, "models", _value_set, previous[2]),
-            previous_headers=self._decode(check, "headers", _header_sets, previous[3]),
+            previous_fingerprints=self._decode(check, "fingerprints", value_set, previous[1]),
+            previous_models=self._decode(check, "models", value_set, previous[2]),
+            previous_headers=self._decode(check, "headers", header_sets, previous[3]),
             previous_at=self._decode(check, "checked_at", parse_timestamp, previous[4]),
             **common,
         )
@@ -160,14 +160,14 @@ class Facts(Connected):
     def _announced(self, row: tuple[Any, ...]) -> Announced:
         where = f"check row {row[0]}"
         return Announced(
-            fingerprints=self._decode(where, "fingerprints", _value_set, row[1]),
-            models=self._decode(where, "models", _value_set, row[2]),
+            fingerprints=self._decode(where, "fingerprints", value_set, row[1]),
+            models=self._decode(where, "models", value_set, row[2]),
             at=self._decode(where, "checked_at", parse_timestamp, row[3]),
         )
 
     def failed_before(self, target: str, check_id: str) -> int:
         """How many checks of `target` failed (status error) in a row just before `check_id`."""
-        with _errors(self.path):
+        with history_errors(self.path):
             # Walks the (target, id) index backwards: the check looked for is among the latest.
             row = self._db.execute(
                 "SELECT id FROM checks WHERE target = ? AND check_id = ? ORDER BY id DESC LIMIT 1",
@@ -185,7 +185,7 @@ class Facts(Connected):
 
     def served(self, target: str, check_id: str) -> frozenset[tuple[str, str]]:
         """(fingerprint, resolved model) tokens of one check's successful samples."""
-        with _errors(self.path):
+        with history_errors(self.path):
             rows = self._db.execute(
                 "SELECT DISTINCT fingerprint, fingerprint_state, resolved_model FROM observations "
                 "WHERE check_id = ? AND target = ? AND error_kind IS NULL",
@@ -200,7 +200,7 @@ class Facts(Connected):
     def state(self, target: str) -> TargetState:
         """The target's latest probe check, latest successful probe check, and status counts
         (of traffic checks, those of TRAFFIC_STATUSES)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             last = self._db.execute(
                 "SELECT check_id, checked_at, fingerprints IS NOT NULL FROM checks "
                 "WHERE target = ? AND source = 'probe' ORDER BY id DESC LIMIT 1",
@@ -221,7 +221,7 @@ class Facts(Connected):
             ]
             counts = self._db.execute(
                 "SELECT status, count(*), max(checked_at) FROM checks WHERE target = ? "
-                f"AND (source = 'probe' OR status IN ({_TRAFFIC_STATUSES})) GROUP BY status",
+                f"AND (source = 'probe' OR status IN ({TRAFFIC_STATUSES_SQL})) GROUP BY status",
                 (target,),
             ).fetchall()
         changed_at = [at for status, _, at in counts if status in CHANGE_STATUSES]

@@ -27,15 +27,15 @@ from fp_monitor.domain.errors import HistoryError
 from fp_monitor.store.audit import Audit
 from fp_monitor.store.connection import (
     BUSY_TIMEOUT_SECONDS,
-    _create_private,
-    _enable_wal,
-    _errors,
-    _refuse_special,
+    create_private,
+    enable_wal,
+    history_errors,
+    refuse_special,
 )
 from fp_monitor.store.facts import merge_known
 from fp_monitor.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from fp_monitor.store.reads import Reads
-from fp_monitor.store.rows import _marks, timestamp
+from fp_monitor.store.rows import placeholders, timestamp
 
 
 class History(Audit, Reads):
@@ -50,8 +50,8 @@ class History(Audit, Reads):
             from fp_monitor.store.postgres import PostgresHistory
 
             return PostgresHistory.connect(path)
-        with _errors(path):
-            _create_private(path)
+        with history_errors(path):
+            create_private(path)
             db = sqlite3.connect(
                 path,
                 timeout=BUSY_TIMEOUT_SECONDS,
@@ -59,7 +59,7 @@ class History(Audit, Reads):
                 check_same_thread=not any_thread,
             )
             history = cls(db, path)
-            _enable_wal(db)
+            enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
             history._migrate()
             return history
@@ -73,8 +73,8 @@ class History(Audit, Reads):
             return PostgresHistory.connect_readonly(path)
         if not path.exists():
             return None
-        with _errors(path):
-            _refuse_special(path)
+        with history_errors(path):
+            refuse_special(path)
             db = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
                 uri=True,
@@ -156,7 +156,7 @@ class History(Audit, Reads):
         ):
             unique = "target, source, field, value" if columns == 6 else "target, field, value"
             self._db.executemany(
-                f"INSERT INTO {table} VALUES ({_marks(columns)}) ON CONFLICT ({unique})"
+                f"INSERT INTO {table} VALUES ({placeholders(columns)}) ON CONFLICT ({unique})"
                 " DO UPDATE SET first_seen = excluded.first_seen, samples = excluded.samples",
                 [(*key, *count) for key, count in expected.items() if stored_now.get(key) != count],
             )
@@ -173,7 +173,7 @@ class History(Audit, Reads):
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[None]:
-        with _errors(self.path), self._begin(write=write):
+        with history_errors(self.path), self._begin(write=write):
             try:
                 yield
                 if write:

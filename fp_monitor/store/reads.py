@@ -15,14 +15,14 @@ from fp_monitor.domain.models import (
     Window,
     fingerprint_token,
 )
-from fp_monitor.store.connection import Connected, _errors
+from fp_monitor.store.connection import Connected, history_errors
 from fp_monitor.store.dialect import dict_rows
 from fp_monitor.store.rows import (
-    _TRAFFIC_STATUSES,
-    _optional_set,
-    _window,
+    TRAFFIC_STATUSES_SQL,
     observation_from_row,
+    optional_set,
     parse_timestamp,
+    window_clause,
 )
 
 
@@ -31,7 +31,7 @@ class Reads(Connected):
 
     def last_check_row(self) -> int:
         """The row id of the latest check (0 when there is none)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             return int(self._db.execute("SELECT coalesce(max(id), 0) FROM checks").fetchone()[0])
 
     def traffic_changes(self, after: int) -> tuple[list[tuple[str, Status, datetime]], int]:
@@ -39,10 +39,10 @@ class Reads(Connected):
         (target, status, checked_at), and the last check row they go up to (the next
         `after`)."""
         last = self.last_check_row()  # first: a check written meanwhile is read next time
-        with _errors(self.path):
+        with history_errors(self.path):
             rows = self._db.execute(
                 "SELECT target, status, checked_at FROM checks WHERE id > ? AND id <= ? "
-                f"AND source = 'traffic' AND status IN ({_TRAFFIC_STATUSES}) ORDER BY id",
+                f"AND source = 'traffic' AND status IN ({TRAFFIC_STATUSES_SQL}) ORDER BY id",
                 (after, last),
             ).fetchall()
         return [
@@ -55,7 +55,7 @@ class Reads(Connected):
         ], last
 
     def count_observations(self, target: str | None = None) -> int:
-        with _errors(self.path):
+        with history_errors(self.path):
             if target is None:
                 row = self._db.execute("SELECT count(*) FROM observations").fetchone()
             else:
@@ -66,7 +66,7 @@ class Reads(Connected):
 
     def targets(self) -> list[str]:
         """Every target with a check in the history, sorted."""
-        with _errors(self.path):
+        with history_errors(self.path):
             # One index step per target (a skip scan), not a pass over every check.
             found = self._db.execute(
                 "WITH RECURSIVE t(name) AS ("
@@ -80,8 +80,8 @@ class Reads(Connected):
 
     def iter_checks(self, target: str, window: Window) -> Iterator[CheckRecord]:
         """The checks of `target` in `window`, newest first, read as they are consumed."""
-        where, params = _window("checked_at", window)
-        with _errors(self.path):
+        where, params = window_clause("checked_at", window)
+        with history_errors(self.path):
             cursor = self._db.execute(
                 "SELECT id, check_id, target, checked_at, status, fingerprints, models, samples,"
                 f" errors FROM checks WHERE target = ?{where}"
@@ -96,19 +96,19 @@ class Reads(Connected):
                     target=name,
                     checked_at=self._decode(row, "checked_at", parse_timestamp, at),
                     status=status,
-                    fingerprints=self._decode(row, "fingerprints", _optional_set, fingerprints),
-                    models=self._decode(row, "models", _optional_set, models),
+                    fingerprints=self._decode(row, "fingerprints", optional_set, fingerprints),
+                    models=self._decode(row, "models", optional_set, models),
                     samples=samples,
                     errors=errors,
                 )
 
     def observations(self, target: str | None, window: Window, limit: int) -> list[Recorded]:
         """The newest `limit` observations in `window` (of `target`, or of every target)."""
-        where, params = _window("observed_at", window)
+        where, params = window_clause("observed_at", window)
         if target is not None:
             where += " AND target = ?"
             params.append(target)
-        with _errors(self.path):
+        with history_errors(self.path):
             cursor = self._db.execute(
                 f"SELECT * FROM observations WHERE 1 = 1{where}"
                 " ORDER BY observed_at DESC, id DESC LIMIT ?",
@@ -126,8 +126,8 @@ class Reads(Connected):
 
     def samples(self, target: str, window: Window) -> list[Sample]:
         """Every observation of `target` in `window`, reduced to what stats read."""
-        where, params = _window("observed_at", window)
-        with _errors(self.path):
+        where, params = window_clause("observed_at", window)
+        with history_errors(self.path):
             cursor = self._db.execute(
                 "SELECT check_id, fingerprint, fingerprint_state, resolved_model, error_kind,"
                 f" latency_ms, site FROM observations WHERE target = ?{where}",

@@ -32,10 +32,10 @@ from fp_monitor.domain.chain import (
 )
 from fp_monitor.domain.models import Observation, Source, TargetResult
 from fp_monitor.domain.running_facts import RunningFacts
-from fp_monitor.store.connection import _errors
+from fp_monitor.store.connection import history_errors
 from fp_monitor.store.dialect import Cursor, Database
 from fp_monitor.store.facts import Facts
-from fp_monitor.store.rows import JSON, _marks, observation_row, timestamp
+from fp_monitor.store.rows import JSON, observation_row, placeholders, timestamp
 
 # Qualified: PostgreSQL finds a bare `samples` ambiguous (the row, or EXCLUDED's).
 _COUNT_KNOWN = (
@@ -68,7 +68,7 @@ class Recording(Facts):
         """Seal what this transaction wrote: the hash of each check row and checkpoint, the
         record the chain has reached, the baseline, chained to the seal before."""
         last = self._db.execute(
-            f"SELECT {_SEAL_COLUMNS} FROM chain_seals ORDER BY id DESC LIMIT 1"
+            f"SELECT {SEAL_COLUMNS} FROM chain_seals ORDER BY id DESC LIMIT 1"
         ).fetchone()
         head_id, head_hash = self._head()
         written = self._unsealed or self._relisted or self._pruned_before is not None
@@ -90,7 +90,7 @@ class Recording(Facts):
         )
         seal = dataclasses.replace(seal, hash=seal.computed_hash())
         self._db.execute(
-            f"INSERT INTO chain_seals ({_SEAL_COLUMNS}) VALUES ({_marks(11)})",
+            f"INSERT INTO chain_seals ({SEAL_COLUMNS}) VALUES ({placeholders(11)})",
             dataclasses.astuple(seal),
         )
         self._db.executemany(
@@ -127,7 +127,7 @@ class Recording(Facts):
     def append_checks(self, checks: Sequence[PendingCheck], source: Source) -> None:
         """Append `checks` in order, as append_check would one by one: their records to the
         chain, then their check rows (record_checks); call inside `write()`."""
-        with _errors(self.path):
+        with history_errors(self.path):
             head_id, prev_hash = self._head()
             columns: list[str] = []
             records: list[tuple[Any, ...]] = []
@@ -141,7 +141,7 @@ class Recording(Facts):
             if records:
                 self._db.executemany(
                     f"INSERT INTO observations ({', '.join(columns)})"
-                    f" VALUES ({_marks(len(columns))})",
+                    f" VALUES ({placeholders(len(columns))})",
                     records,
                 )
         self.record_checks(checks, source)
@@ -161,7 +161,7 @@ class Recording(Facts):
     def record_checks(self, checks: Sequence[PendingCheck], source: Source) -> None:
         """The check rows of `checks` and the values they count, for the seal listed from the
         values written (the hash of a row as it will be read back: verify reads it so)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             count_known(
                 self._db,
                 [k for c in checks for k in known_samples(c.result.name, c.observations)],
@@ -185,7 +185,7 @@ class Recording(Facts):
         whatever its time). Call inside the batch's `write()`, so that nothing else is recorded
         until the batch commits."""
         facts = self.facts(target, kind=kind)
-        with _errors(self.path):
+        with history_errors(self.path):
             own = self._db.execute(
                 "SELECT 1 FROM checks WHERE target = ? AND source = ?"
                 " AND fingerprints IS NOT NULL ORDER BY checked_at DESC LIMIT 1",
@@ -197,14 +197,14 @@ class Recording(Facts):
         """Append records from another history as they are (their hash and prev_hash kept),
         except those whose hash is already here; call inside `write()`. Where a record does not
         follow this history's last one, an import checkpoint records the junction for verify."""
-        with _errors(self.path):
+        with history_errors(self.path):
             present: set[str] = set()
             for start in range(0, len(rows), _LOOKUP_CHUNK):
                 chunk = [r["hash"] for r in rows[start : start + _LOOKUP_CHUNK]]
                 present.update(
                     found
                     for (found,) in self._db.execute(
-                        f"SELECT hash FROM observations WHERE hash IN ({_marks(len(chunk))})",
+                        f"SELECT hash FROM observations WHERE hash IN ({placeholders(len(chunk))})",
                         chunk,
                     )
                 )
@@ -225,14 +225,14 @@ class Recording(Facts):
                 outcomes.append(Appended.SPLICED if spliced else Appended.APPENDED)
             self._db.executemany(
                 f"INSERT INTO observations (id, {', '.join(RECORD_FIELDS)})"
-                f" VALUES (?, {_marks(len(RECORD_FIELDS))})",
+                f" VALUES (?, {placeholders(len(RECORD_FIELDS))})",
                 inserts,
             )
             return outcomes
 
     def head(self) -> tuple[int, str]:
         """The id and hash of the last record (see _head)."""
-        with _errors(self.path):
+        with history_errors(self.path):
             return self._head()
 
     def _head(self) -> tuple[int, str]:
@@ -261,7 +261,7 @@ class Recording(Facts):
 
 
 _LOOKUP_CHUNK = 500  # hashes per IN (...): well under SQLite's limit on parameters
-_SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
+SEAL_COLUMNS = ", ".join(field.name for field in dataclasses.fields(Seal))
 
 
 def _rowid(cursor: Cursor) -> int:
@@ -292,7 +292,7 @@ CHECK_COLUMNS = (
     " learning, source, canary"
 )
 _CHECK_FIELDS = tuple(CHECK_COLUMNS.split(", "))
-CHECK_INSERT = f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({_marks(len(_CHECK_FIELDS))})"
+CHECK_INSERT = f"INSERT INTO checks ({CHECK_COLUMNS}) VALUES ({placeholders(len(_CHECK_FIELDS))})"
 
 
 def check_values(

@@ -36,7 +36,7 @@ from fp_monitor.domain.report import (
 )
 from fp_monitor.store.canary import canary_verdicts
 from fp_monitor.store.history import History
-from fp_monitor.store.rows import _window, parse_timestamp
+from fp_monitor.store.rows import parse_timestamp, window_clause
 
 _CHANGE_STATUSES = tuple(status.value for status in CHANGE_STATUSES)
 _IN_CHANGE_STATUSES = f"status IN ({', '.join('?' for _ in _CHANGE_STATUSES)})"
@@ -44,7 +44,7 @@ _IN_CHANGE_STATUSES = f"status IN ({', '.join('?' for _ in _CHANGE_STATUSES)})"
 
 def first_observed(history: History, target: str, window: Window) -> datetime | None:
     """The time of the target's first observation in `window`."""
-    where, params = _window("observed_at", window)
+    where, params = window_clause("observed_at", window)
     rows = history.fetch_all(
         f"SELECT min(observed_at) FROM observations WHERE target = ?{where}",
         (target, *params),
@@ -64,7 +64,7 @@ def sample_counts(
 ) -> SampleCounts:
     """Per bucket: the successful samples of each fingerprint and resolved model, and the
     failed samples of each error kind. Bands come by kind, then in order of appearance."""
-    where, params = _window("observed_at", window)
+    where, params = window_clause("observed_at", window)
     start = int(buckets.start.timestamp())
     rows = history.fetch_all(
         f"SELECT ({history.epoch_seconds('observed_at')} - ?) / ? AS bucket, fingerprint,"
@@ -155,7 +155,7 @@ class CheckCounts:
 def check_counts(history: History, target: str, window: Window) -> CheckCounts:
     """The target's checks in `window`: how many, how many succeeded, the `new` ones, the
     status of the latest and the time of the latest change."""
-    where, params = _window("checked_at", window)
+    where, params = window_clause("checked_at", window)
     per_status = history.fetch_all(
         "SELECT status, count(*), max(checked_at)"
         f" FROM checks{history.index_hint('checks_report')} WHERE target = ?{where}"
@@ -186,7 +186,7 @@ def change_events(
 ) -> tuple[ChangeEvent, ...]:
     """The newest `limit` checks in `window` whose status moved the served set, newest first,
     each with the diff against the successful check before it (check_counts counts them)."""
-    where, params = _window("checked_at", window)
+    where, params = window_clause("checked_at", window)
     # The newest ids first, from the index; then only those rows are read.
     newest = (
         f"SELECT id FROM checks{history.index_hint('checks_report')}"

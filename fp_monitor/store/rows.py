@@ -42,19 +42,19 @@ def parse_timestamp(text: str) -> datetime:
     return moment
 
 
-_TRAFFIC_STATUSES = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
+TRAFFIC_STATUSES_SQL = ", ".join(f"'{status.value}'" for status in TRAFFIC_STATUSES)
 
-_FINGERPRINT_TOKEN = (
+FINGERPRINT_TOKEN = (
     f"CASE fingerprint_state WHEN 'null' THEN '{NULL}' WHEN 'absent' THEN '{ABSENT}'"
     " ELSE fingerprint END"
 )
 
 
-def _marks(count: int) -> str:
+def placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _window(column: str, window: Window) -> tuple[str, list[Any]]:
+def window_clause(column: str, window: Window) -> tuple[str, list[Any]]:
     where, params = "", []
     if window.since is not None:
         where += f" AND {column} >= ?"
@@ -63,13 +63,13 @@ def _window(column: str, window: Window) -> tuple[str, list[Any]]:
         where += f" AND {column} < ?"
         params.append(timestamp(window.until))
     if window.sources != ALL_SOURCES:
-        where += f" AND source IN ({_marks(len(window.sources))})"
+        where += f" AND source IN ({placeholders(len(window.sources))})"
         params.extend(sorted(source.value for source in window.sources))
     return where, params
 
 
 @functools.lru_cache(maxsize=4096)
-def _value_set(text: str) -> frozenset[str]:
+def value_set(text: str) -> frozenset[str]:
     """A stored JSON list of strings; ValueError when it is anything else."""
     # Cached: a timeline reads the same few sets thousands of times in a row.
     return _strings(json.loads(text))
@@ -81,11 +81,11 @@ def _strings(values: Any) -> frozenset[str]:
     return frozenset(values)
 
 
-def _optional_set(text: str | None) -> frozenset[str] | None:
-    return None if text is None else _value_set(text)
+def optional_set(text: str | None) -> frozenset[str] | None:
+    return None if text is None else value_set(text)
 
 
-def _header_sets(text: str) -> dict[str, frozenset[str]]:
+def header_sets(text: str) -> dict[str, frozenset[str]]:
     headers = json.loads(text)
     if not isinstance(headers, dict):
         raise ValueError("expected a JSON object")
